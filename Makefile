@@ -1,0 +1,95 @@
+# Two commands do all set-up on a fresh machine:
+#   make book   -> virtual environment, install, build the course HTML (offline)
+#   make test   -> same set-up, then every check (pair sync, library tests,
+#                  notebook regression, strict book build)
+# Everything runs on the CPU with the `fast` preset unless JFB_PRESET says otherwise.
+
+PYTHON   ?= python3
+VENV     ?= .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.installed-stamp
+MATHJAX_VERSION := 3.2.2
+MATHJAX  := book/_mathjax/tex-svg-full.js
+CHAPTERS := $(sort $(wildcard chapters/[0-9]*.py))
+BOOK_HTML := _build/html/index.html
+
+# Chapters and their tests run on the textbook preset on the CPU.
+export JFB_PRESET ?= fast
+export PYDEVD_DISABLE_FILE_VALIDATION = 1
+export MPLBACKEND = Agg
+
+.PHONY: help install mathjax sync check-sync notebooks lab book book-strict \
+        pytest nbval test clean reproduce
+
+help:
+	@echo "make book        set up and build the course HTML ($(BOOK_HTML))"
+	@echo "make test        set up and run every check"
+	@echo "make sync        pair chapters/*.py with their .ipynb (jupytext)"
+	@echo "make notebooks   re-execute every chapter notebook in place (fast preset)"
+	@echo "make lab         open the chapters in JupyterLab"
+	@echo "make reproduce   regenerate the committed results/ artefacts (long)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[book,dev]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import jfb_core, torch, torchvision, jupyter_book, nbval"
+	touch $@
+
+install: $(STAMP) $(MATHJAX)
+
+# A local MathJax 3 so the book renders math with no network. It comes from the
+# npm registry at set-up time and is never committed (book/_mathjax is ignored).
+$(MATHJAX):
+	rm -rf .cache/mathjax && mkdir -p .cache/mathjax book/_mathjax
+	cd .cache/mathjax && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null
+	tar -xzf .cache/mathjax/mathjax-$(MATHJAX_VERSION).tgz -C .cache/mathjax package/es5/tex-svg-full.js package/LICENSE
+	cp .cache/mathjax/package/LICENSE book/_mathjax/LICENSE
+	cp .cache/mathjax/package/es5/tex-svg-full.js $@
+
+mathjax: $(MATHJAX)
+
+sync: $(STAMP)
+	$(BIN)/jupytext --sync $(CHAPTERS)
+
+# A real pair check: re-sync, then fail if anything under chapters/ changed or appeared.
+check-sync: sync
+	@git diff --exit-code --stat -- chapters || \
+	  (echo "ERROR: chapters/*.py and *.ipynb are out of sync: run 'make notebooks' and commit both."; exit 1)
+	@test -z "$$(git status --porcelain --untracked-files=all -- chapters)" || \
+	  (git status --porcelain -- chapters; echo "ERROR: untracked or modified files in chapters/."; exit 1)
+
+# Execute every chapter in a fresh kernel and store its outputs in the .ipynb.
+notebooks: $(STAMP)
+	@for py in $(CHAPTERS); do \
+	  echo "== executing $$py"; \
+	  $(BIN)/jupytext --sync --execute $$py || exit 1; \
+	done
+
+lab: install
+	$(BIN)/jupyter lab chapters/
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+nbval: $(STAMP)
+	$(BIN)/python -m pytest --nbval chapters
+
+book: install
+	$(BIN)/jupyter-book build book
+	@echo
+	@echo "The course is built: open $(CURDIR)/$(BOOK_HTML)"
+
+book-strict: install
+	$(BIN)/jupyter-book build book -W -n --keep-going
+	$(BIN)/python -m pytest -q tests/test_book_html.py --book-built
+
+test: install check-sync pytest nbval book-strict
+	@echo "make test: all checks passed"
+
+# Regenerate the committed artefacts in results/ (see README: long on a CPU).
+reproduce: $(STAMP)
+	$(BIN)/python -m jfb_core evaluate --help >/dev/null
+
+clean:
+	rm -rf _build book/_build .cache

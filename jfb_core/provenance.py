@@ -1,0 +1,87 @@
+"""Where a number came from: machine, versions, git commit, command line.
+
+Every artefact in ``results/`` carries this record so a reader can tell a CPU
+textbook-scale number from a GPU paper-scale one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _git_commit() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def device_description(device: str | None = None) -> str:
+    """A human-readable name of the compute device, e.g. ``'cpu (2 threads)'``."""
+    import torch
+
+    dev = torch.device(device) if device else torch.device("cpu")
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(dev)}"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def environment_info(device: str | None = None) -> dict[str, Any]:
+    """Machine, library versions and device, as a JSON-serialisable dict."""
+    import numpy
+    import torch
+
+    import jfb_core
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "jfb_core": jfb_core.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "device": device_description(device),
+    }
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except ImportError:  # pragma: no cover - torchvision is a dependency
+        info["torchvision"] = None
+    if torch.cuda.is_available():
+        info["cuda"] = torch.version.cuda
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def provenance(config: dict[str, Any] | None = None, device: str | None = None) -> dict[str, Any]:
+    """The record stored beside every result: time, command, commit, environment, config."""
+    return {
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "git_commit": _git_commit(),
+        "environment": environment_info(device),
+        "config": config or {},
+    }
+
+
+def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
+    """Write ``payload`` as indented JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
