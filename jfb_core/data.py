@@ -1,0 +1,300 @@
+"""Images and measurements: the bundled offline set, a CelebA folder loader, d = A x + eps.
+
+Nothing here downloads anything.
+
+Bundled images
+--------------
+Photographs that ship inside packages the course installs (scikit-image,
+scikit-learn, matplotlib), split *by source photo* so that no photograph feeds
+two splits. The two portraits (astronaut Eileen Collins and Grace Hopper) are the
+test split, so the test images are faces, like CelebA's. Credits are in
+:data:`BUNDLED_PHOTOS`; the two scikit-learn photographs are CC BY 2.0.
+
+CelebA
+------
+:class:`CelebAFolder` reads ``img_align_celeba/*.jpg`` from a folder the user gives.
+Splits follow the image number in the file name: the official partition
+(train 1-162770, valid 162771-182637, test 182638-202599), or the paper's subset
+of the first 10,000 images (first 8,000 train, last 2,000 test).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from jfb_core.operators import GaussianBlur, add_noise
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Photo:
+    name: str
+    package: str
+    split: str
+    credit: str
+    licence: str
+
+
+#: Every bundled photograph, its split and its credit.
+BUNDLED_PHOTOS: tuple[Photo, ...] = (
+    Photo("chelsea", "skimage", "train", "Stefan van der Walt (scikit-image)", "CC0"),
+    Photo("coffee", "skimage", "train", "Rachel Michetti, courtesy of Pikolo Espresso Bar (scikit-image)", "CC0"),
+    Photo("rocket", "skimage", "train", "SpaceX, DSCOVR launch on Falcon 9 (scikit-image)", "public domain"),
+    Photo("hubble_deep_field", "skimage", "train", "NASA, Hubble eXtreme Deep Field (scikit-image)", "public domain"),
+    Photo("immunohistochemistry", "skimage", "train", "scikit-image sample data", "no known copyright restrictions"),
+    Photo("china", "sklearn", "train", "danielbuechele on Flickr (scikit-learn)", "CC BY 2.0"),
+    Photo("flower", "sklearn", "train", "vultilion on Flickr (scikit-learn)", "CC BY 2.0"),
+    Photo("motorcycle", "skimage", "val", "Middlebury stereo data set, left view (scikit-image)", "see scikit-image"),
+    Photo("retina", "skimage", "val", "Häggström, fundus photograph via Wikimedia (scikit-image)", "CC0"),
+    Photo("astronaut", "skimage", "test", "NASA, Eileen Collins (scikit-image)", "public domain"),
+    Photo("grace_hopper", "matplotlib", "test", "US Navy, Grace Hopper (matplotlib)", "public domain"),
+)
+
+
+def photo_names(split: str | None = None) -> list[str]:
+    """Names of the bundled photographs, all or those of one split."""
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return [p.name for p in BUNDLED_PHOTOS if split is None or p.split == split]
+
+
+def _load_raw(name: str) -> np.ndarray:
+    """The photograph as an (H, W, 3) uint8 array, read from the installed package."""
+    if name == "china" or name == "flower":
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(f"{name}.jpg")
+    if name == "grace_hopper":
+        import matplotlib.cbook
+        import matplotlib.image
+
+        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+            return np.asarray(matplotlib.image.imread(f, format="jpg"))
+    import skimage.data
+
+    if name == "motorcycle":
+        return skimage.data.stereo_motorcycle()[0]
+    if name not in photo_names():
+        raise ValueError(f"unknown bundled photograph {name!r}; choose one of {photo_names()}")
+    return getattr(skimage.data, name)()
+
+
+@functools.lru_cache(maxsize=32)
+def _photo_cached(name: str, short_side: int) -> np.ndarray:
+    from skimage.transform import resize
+
+    img = _load_raw(name)
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    img = img[..., :3].astype(np.float64)
+    if img.max() > 1.0:
+        img = img / 255.0
+    h, w = img.shape[:2]
+    scale = short_side / min(h, w)
+    out = resize(img, (max(short_side, round(h * scale)), max(short_side, round(w * scale))),
+                 anti_aliasing=True, order=3, mode="reflect")
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def bundled_photo(name: str, short_side: int = 128, square: bool = True) -> torch.Tensor:
+    """One bundled photograph as a ``(1, 3, H, W)`` float32 tensor in [0, 1].
+
+    The photograph is resized (with anti-aliasing) so its shorter side is
+    ``short_side``; with ``square=True`` the centre square is kept.
+    """
+    if short_side < 8:
+        raise ValueError(f"short_side must be >= 8, got {short_side}")
+    img = torch.from_numpy(_photo_cached(name, int(short_side)).copy()).permute(2, 0, 1)[None]
+    if square:
+        h, w = img.shape[-2:]
+        top, left = (h - short_side) // 2, (w - short_side) // 2
+        img = img[..., top: top + short_side, left: left + short_side]
+    return img.contiguous()
+
+
+def bundled_images(split: str, size: int = 32, n: int | None = None, scale: int = 4,
+                   seed: int = 0) -> torch.Tensor:
+    """Crops of the bundled photographs of one split: ``(N, 3, size, size)`` float32 in [0, 1].
+
+    Each photograph of the split is resized so its shorter side is ``scale * size``
+    and cut into ``size x size`` crops on a grid with stride ``size // 2``. With
+    ``n`` given, ``n`` crops are drawn without replacement by a generator seeded with
+    ``seed`` (all crops, shuffled, when ``n`` is None). Deterministic: the same
+    arguments always give the same tensor. Splits never share a photograph.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if size < 8 or scale < 1:
+        raise ValueError(f"need size >= 8 and scale >= 1, got size={size}, scale={scale}")
+    stride = max(1, size // 2)
+    crops = []
+    for name in photo_names(split):
+        img = bundled_photo(name, short_side=scale * size, square=False)[0]
+        h, w = img.shape[-2:]
+        for top in range(0, h - size + 1, stride):
+            for left in range(0, w - size + 1, stride):
+                crops.append(img[:, top: top + size, left: left + size])
+    stack = torch.stack(crops)
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(stack), generator=g)
+    if n is not None:
+        if n > len(stack):
+            raise ValueError(f"split {split!r} has {len(stack)} crops of size {size} with scale "
+                             f"{scale}; asked for {n} (lower n or raise scale)")
+        order = order[:n]
+    return stack[order].contiguous()
+
+
+# --------------------------------------------------------------------------- CelebA
+
+CELEBA_ENV = "JFB_CELEBA"
+CELEBA_OFFICIAL = {"train": (1, 162770), "val": (162771, 182637), "test": (182638, 202599)}
+CELEBA_PAPER = {"train": (1, 8000), "test": (8001, 10000)}
+_CELEBA_NAME = re.compile(r"^(\d{6})\.(jpg|png)$", re.I)
+
+
+def find_celeba_images(root: str | os.PathLike[str] | None) -> Path:
+    """The directory that holds CelebA's JPEGs, given the folder the user named.
+
+    Accepts ``root/img_align_celeba/*.jpg``, the doubled
+    ``root/img_align_celeba/img_align_celeba/*.jpg`` of some downloads, or a path
+    to ``img_align_celeba`` itself. ``root=None`` reads ``$JFB_CELEBA``.
+    """
+    if root is None:
+        root = os.environ.get(CELEBA_ENV)
+        if not root:
+            raise FileNotFoundError(
+                f"no CelebA folder given: pass a path (e.g. --data /path/to/celeba) or set "
+                f"{CELEBA_ENV}; the folder must contain img_align_celeba/000001.jpg, ...")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"CelebA folder {root} does not exist (expected a folder "
+                                f"containing img_align_celeba/000001.jpg, ...)")
+    candidates = [root / "img_align_celeba" / "img_align_celeba", root / "img_align_celeba", root]
+    for c in candidates:
+        if c.is_dir() and any(_CELEBA_NAME.match(p.name) for p in c.iterdir()):
+            return c
+    raise FileNotFoundError(
+        f"no CelebA images found under {root}: expected {root}/img_align_celeba/NNNNNN.jpg "
+        f"(or the doubled img_align_celeba/img_align_celeba/ layout)")
+
+
+class CelebAFolder(torch.utils.data.Dataset):
+    """CelebA aligned faces from a folder, as ``(3, size, size)`` float32 tensors in [0, 1].
+
+    Parameters
+    ----------
+    root:
+        The folder holding ``img_align_celeba/`` (see :func:`find_celeba_images`);
+        ``None`` reads ``$JFB_CELEBA``.
+    split:
+        ``"train"``, ``"val"`` (official subset only) or ``"test"``.
+    size:
+        Output side. The whole 178x218 image is resized to ``size x size``
+        (bilinear with anti-aliasing, no crop), as the paper did; faces are
+        therefore slightly squeezed vertically.
+    subset:
+        ``"paper"``: the first 10,000 images, 1-8,000 train and 8,001-10,000 test.
+        ``"official"``: CelebA's own partition by image number.
+    limit:
+        Keep only the first ``limit`` images of the split (sorted by number).
+
+    Images missing from the folder are simply not part of the split; a split
+    with no image at all is an error.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None, split: str = "train", size: int = 128,
+                 subset: str = "paper", limit: int | None = None) -> None:
+        ranges = {"paper": CELEBA_PAPER, "official": CELEBA_OFFICIAL}
+        if subset not in ranges:
+            raise ValueError(f"subset must be 'paper' or 'official', got {subset!r}")
+        if split not in ranges[subset]:
+            raise ValueError(f"split {split!r} does not exist in the {subset} subset; "
+                             f"choose one of {sorted(ranges[subset])}")
+        if size < 8:
+            raise ValueError(f"size must be >= 8, got {size}")
+        self.directory = find_celeba_images(root)
+        lo, hi = ranges[subset][split]
+        files = []
+        for p in self.directory.iterdir():
+            m = _CELEBA_NAME.match(p.name)
+            if m and lo <= int(m.group(1)) <= hi:
+                files.append(p)
+        files.sort()
+        if limit is not None:
+            files = files[: int(limit)]
+        if not files:
+            raise FileNotFoundError(f"no image of the {subset} {split} split (numbers {lo:06d}-{hi:06d}) "
+                                    f"in {self.directory}")
+        self.files: list[Path] = files
+        self.size = int(size)
+        self.split, self.subset = split, subset
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return load_image(self.files[index], self.size)
+
+    def __repr__(self) -> str:
+        return (f"CelebAFolder({str(self.directory)!r}, split={self.split!r}, subset={self.subset!r}, "
+                f"size={self.size}, n={len(self)})")
+
+
+def load_image(path: str | os.PathLike[str], size: int) -> torch.Tensor:
+    """Decode an image file, resize the whole image to ``size x size``: ``(3, size, size)`` in [0, 1].
+
+    A file that cannot be decoded raises ``ValueError`` naming it.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"cannot decode image {path}: {exc}") from exc
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def iterate_batches(dataset: Sequence[torch.Tensor], batch_size: int) -> Iterator[tuple[range, torch.Tensor]]:
+    """``(indices, batch)`` pairs over a dataset, in order (for evaluation)."""
+    for start in range(0, len(dataset), batch_size):
+        idx = range(start, min(start + batch_size, len(dataset)))
+        yield idx, torch.stack([dataset[i] for i in idx])
+
+
+# ---------------------------------------------------------------------- measurements
+
+def measure(A: GaussianBlur, x: torch.Tensor, noise_std: float, seed: int = 0,
+            indices: Sequence[int] | None = None) -> torch.Tensor:
+    """Measurements ``d = A x + eps`` with Gaussian ``eps`` of standard deviation ``noise_std``.
+
+    Deterministic: with ``indices`` (the dataset index of each image), image ``i``
+    always gets the same noise, ``seed`` and ``indices[i]`` alone decide it, whatever
+    the batch it is in. Without ``indices`` the whole batch's noise comes from one
+    generator seeded with ``seed``.
+    """
+    y = A(x)
+    if indices is None:
+        return add_noise(y, noise_std, seed=seed)
+    if len(indices) != x.shape[0]:
+        raise ValueError(f"{len(indices)} indices for a batch of {x.shape[0]}")
+    out = torch.empty_like(y)
+    for row, idx in enumerate(indices):
+        out[row: row + 1] = add_noise(y[row: row + 1], noise_std, seed=seed * 1_000_003 + int(idx))
+    return out
+
+
+__all__ = ["BUNDLED_PHOTOS", "CELEBA_ENV", "CELEBA_OFFICIAL", "CELEBA_PAPER", "CelebAFolder",
+           "Photo", "SPLITS", "bundled_images", "bundled_photo", "find_celeba_images",
+           "iterate_batches", "load_image", "measure", "photo_names"]
