@@ -68,9 +68,10 @@ def tv_objective(A: GaussianBlur, d: torch.Tensor, x: torch.Tensor, lam: float,
 class TVResult:
     """Output of :func:`tv_gradient_descent`.
 
-    ``iterations`` is per image; ``objective`` and ``psnr`` (when the ground truth
-    was given) are histories of shape ``(K + 1, B)``, one row per iterate ``x^k``
-    (rows after an image stopped repeat its final value).
+    ``iterations`` is per image. ``objective`` has shape ``(K + 1, B)``, one row per
+    iterate ``x^k``, when the run was asked to ``track`` it, else ``(2, B)`` (first
+    and last iterate); ``psnr`` (only when the ground truth was given) has shape
+    ``(K + 1, B)``. Rows after an image stopped repeat its final value.
     """
 
     x: torch.Tensor
@@ -84,7 +85,7 @@ class TVResult:
 def tv_gradient_descent(A: GaussianBlur, d: torch.Tensor, lam: float, delta: float = 1e-2,
                         step: float | None = None, max_iter: int = 300, tol: float = 1e-5,
                         x0: torch.Tensor | None = None, x_true: torch.Tensor | None = None,
-                        momentum: bool = False, L: float | None = None) -> TVResult:
+                        momentum: bool = False, L: float | None = None, track: bool = False) -> TVResult:
     """Gradient descent on ``1/2 ||A x - d||^2 + lam * TV_delta(x)``: eq. (3.3),
 
         ``x^{k+1} = x^k - step * (A^T (A x^k - d) + lam * grad TV_delta(x^k))``.
@@ -94,8 +95,10 @@ def tv_gradient_descent(A: GaussianBlur, d: torch.Tensor, lam: float, delta: flo
     every step decreases the objective. Image ``i`` stops when
     ``||x^{k+1} - x^k|| <= tol * ||x^k||`` (early stopping) or after ``max_iter``.
     ``x0`` defaults to ``A^T d``, as in the paper. ``momentum=True`` uses Nesterov's
-    accelerated gradient (faster, not monotone). Passing ``x_true`` records the
-    PSNR of every iterate (to see semi-convergence); it does not change the result.
+    accelerated gradient (faster, not monotone). ``track=True`` records the
+    objective of every iterate (it costs one more blur per step); passing ``x_true``
+    records the PSNR of every iterate (to see semi-convergence). Neither changes the
+    result.
     """
     if lam < 0:
         raise ValueError(f"lam must be >= 0, got {lam}")
@@ -131,11 +134,14 @@ def tv_gradient_descent(A: GaussianBlur, d: torch.Tensor, lam: float, delta: flo
         y = torch.where(m, y_new, y)
         iters += active.long()
         active = active & (change > tol * size)
-        objective.append(tv_objective(A, d, x, lam, delta))
+        if track:
+            objective.append(tv_objective(A, d, x, lam, delta))
         if psnrs is not None:
             psnrs.append(psnr(x, x_true, reduction="none"))
         if not bool(active.any()):
             break
+    if not track:
+        objective.append(tv_objective(A, d, x, lam, delta))
     return TVResult(
         x=x, iterations=iters, step=float(step), objective=torch.stack(objective),
         psnr=torch.stack(psnrs) if psnrs is not None else None, converged=~active,

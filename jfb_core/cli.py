@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Callable, Sequence
 
-from jfb_core.config import PRESETS
+from jfb_core.config import BLURS, PRESETS
 
 COMMANDS = {
     "info": "show versions, device and the active preset",
@@ -35,6 +36,78 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _celeba_ids(ds) -> list[int]:
+    return [int(p.stem) for p in ds.files]
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from jfb_core.config import get_preset
+    from jfb_core.data import CelebAFolder, bundled_images, iterate_batches
+    from jfb_core.evaluate import CLASSICAL_METHODS, Split, evaluate_classical
+    from jfb_core.provenance import provenance, write_json
+
+    preset = get_preset(args.preset)
+    overrides = {k: v for k, v in (("blur", args.blur), ("padding", args.padding),
+                                   ("image_size", args.size)) if v is not None}
+    preset = preset.replace(**overrides) if overrides else preset
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(CLASSICAL_METHODS))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; available: {list(CLASSICAL_METHODS)}")
+    dataset = "celeba" if args.data else preset.dataset
+    size, bs = preset.image_size, args.batch_size
+    if dataset == "celeba":
+        val_range = "train" if args.subset == "paper" else "val"
+        val_ds = CelebAFolder(args.data, val_range, size=size, subset=args.subset)
+        val_files = val_ds.files[-args.n_val:]  # the last images of the training range
+        val_ds.files = val_files
+        test_ds = CelebAFolder(args.data, args.split, size=size, subset=args.subset, limit=args.limit)
+        x_val = torch.stack([val_ds[i] for i in range(len(val_ds))])
+        val = (_celeba_ids(val_ds), x_val)
+        ids = _celeba_ids(test_ds)
+
+        def images():
+            for idx, batch in iterate_batches(test_ds, bs):
+                yield [ids[i] for i in idx], batch
+
+        test = Split(f"celeba-{args.subset}-{args.split}", images, size,
+                     f"CelebA {args.subset} subset, {args.split} split, {len(test_ds)} images, "
+                     f"whole image resized to {size}x{size}; validation: {len(val_ds)} images "
+                     f"{'at the end of the training range' if args.subset == 'paper' else 'of the official val split'}")
+    else:
+        x_val = bundled_images("val", size, n=min(args.n_val, preset.n_val), seed=preset.seed)
+        val = (list(range(len(x_val))), x_val)
+        x_test = bundled_images("test", size, n=args.limit or preset.n_test, seed=preset.seed)
+
+        def images():
+            for start in range(0, len(x_test), bs):
+                batch = x_test[start:start + bs]
+                yield [100_000 + start + i for i in range(len(batch))], batch
+
+        test = Split("bundled-test", images, size, f"bundled test photographs, {len(x_test)} crops of {size}x{size}")
+    t0 = time.perf_counter()
+    result = evaluate_classical(methods, preset.blur, preset.padding, preset.noise_std, val, test,
+                                seed=args.seed, device=args.device,
+                                progress=lambda msg: print(f"[{time.perf_counter() - t0:7.1f} s] {msg}",
+                                                           file=sys.stderr, flush=True))
+    result["wall_seconds"] = time.perf_counter() - t0
+    result["provenance"] = provenance(config={**preset.to_dict(), "methods": methods, "subset": args.subset,
+                                              "split": args.split, "n_val": args.n_val, "seed": args.seed},
+                                      device=args.device)
+    out = args.out or f"results/baselines/{test.name}_{preset.blur}_{preset.padding}.json"
+    write_json(out, result)
+    print(f"{'method':>10} {'weight':>8} {'PSNR (dB)':>10} {'SSIM':>7}")
+    m = result["measurement"]
+    print(f"{'measured':>10} {'':>8} {m['psnr_mean']:10.2f} {m['ssim_mean']:7.3f}")
+    for name, r in result["methods"].items():
+        w = "" if r["weight"] is None else f"{r['weight']:.0e}"
+        print(f"{name:>10} {w:>8} {r['psnr_mean']:10.2f} {r['ssim_mean']:7.3f}")
+    print(f"wrote {out}")
+    return 0
+
+
 def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         print(f"jfb_core {name}: not implemented yet in this version of the course.",
@@ -51,11 +124,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    handlers: dict[str, Callable[[argparse.Namespace], int]] = {"info": _cmd_info}
+    handlers: dict[str, Callable[[argparse.Namespace], int]] = {"info": _cmd_info,
+                                                                 "evaluate": _cmd_evaluate}
+    subs = {}
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _add_preset(p)
         p.set_defaults(func=handlers.get(name, _not_yet(name)))
+        subs[name] = p
+    ev = subs["evaluate"]
+    ev.add_argument("--data", default=None, help="CelebA folder holding img_align_celeba/ "
+                    "(default: the preset's data set; the bundled images for 'fast')")
+    ev.add_argument("--subset", choices=["paper", "official"], default="paper",
+                    help="CelebA split: the paper's 10,000 images (8,000/2,000) or the official one")
+    ev.add_argument("--split", default="test", help="split to score (default: test)")
+    ev.add_argument("--methods", default="direct,tikhonov,tv", help="comma-separated methods")
+    ev.add_argument("--blur", choices=sorted(BLURS), default=None, help="blur setting (default: the preset's)")
+    ev.add_argument("--padding", choices=["zeros", "circular", "reflect"], default=None)
+    ev.add_argument("--size", type=int, default=None, help="image side (default: the preset's)")
+    ev.add_argument("--n-val", type=int, default=200, help="validation images used to tune weights")
+    ev.add_argument("--limit", type=int, default=None, help="score only the first N test images")
+    ev.add_argument("--batch-size", type=int, default=100)
+    ev.add_argument("--seed", type=int, default=0, help="noise seed (per image: seed and image number)")
+    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--out", default=None, help="output JSON (default: results/baselines/...)")
     return parser
 
 

@@ -64,6 +64,29 @@ def _pad_adjoint_1d(y: torch.Tensor, p: int, mode: str, dim: int) -> torch.Tenso
     raise ValueError(f"unknown padding {mode!r}")
 
 
+def _correlate_valid(z: torch.Tensor, taps: list[float], dim: int) -> torch.Tensor:
+    """``out[i] = sum_t taps[t] * z[i + t]`` along ``dim`` ('valid': ``len(taps) - 1`` shorter).
+
+    Written as a sum of shifted slices: on a CPU this is several times faster than
+    PyTorch's grouped (depthwise) convolution for kernels this small."""
+    n = z.shape[dim] - len(taps) + 1
+    out = z.narrow(dim, 0, n) * taps[0]
+    for t in range(1, len(taps)):
+        out.add_(z.narrow(dim, t, n), alpha=taps[t])
+    return out
+
+
+def _correlate_valid_adjoint(y: torch.Tensor, taps: list[float], dim: int) -> torch.Tensor:
+    """Adjoint of :func:`_correlate_valid`: ``out[i + t] += taps[t] * y[i]`` (``len(taps) - 1`` longer)."""
+    n = y.shape[dim]
+    shape = list(y.shape)
+    shape[dim] = n + len(taps) - 1
+    out = y.new_zeros(shape)
+    for t, w in enumerate(taps):
+        out.narrow(dim, t, n).add_(y, alpha=w)
+    return out
+
+
 class GaussianBlur:
     """Gaussian blur ``A`` on ``(B, C, H, W)`` images with an exact adjoint.
 
@@ -77,8 +100,9 @@ class GaussianBlur:
     padding:
         ``"zeros"``, ``"circular"`` or ``"reflect"`` (see the module docstring).
 
-    The blur is applied as two 1-D convolutions (the kernel is separable), which
-    equals the 2-D convolution with :func:`gaussian_kernel2d` to rounding error.
+    The blur is applied as two 1-D correlations (the kernel is separable and
+    symmetric), which equals the 2-D convolution with :func:`gaussian_kernel2d` to
+    rounding error.
     """
 
     def __init__(self, kernel_size: int, sigma: float, channels: int = 3, padding: str = "zeros") -> None:
@@ -92,7 +116,6 @@ class GaussianBlur:
         self.padding = padding
         self.radius = self.kernel_size // 2
         self._k1 = gaussian_kernel1d(self.kernel_size, self.sigma)  # float64 master copy
-        self._cache: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __repr__(self) -> str:
         return (f"GaussianBlur(kernel_size={self.kernel_size}, sigma={self.sigma:g}, "
@@ -102,15 +125,6 @@ class GaussianBlur:
     def kernel(self) -> torch.Tensor:
         """The 2-D kernel (float64)."""
         return torch.outer(self._k1, self._k1)
-
-    def _weights(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (like.dtype, like.device)
-        if key not in self._cache:
-            k = self._k1.to(dtype=like.dtype, device=like.device)
-            kh = k.view(1, 1, -1, 1).repeat(self.channels, 1, 1, 1)
-            kw = k.view(1, 1, 1, -1).repeat(self.channels, 1, 1, 1)
-            self._cache[key] = (kh, kw)
-        return self._cache[key]
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.channels:
@@ -125,22 +139,22 @@ class GaussianBlur:
         mode = "constant" if self.padding == "zeros" else self.padding
         return F.pad(x, (p, p, p, p), mode=mode)
 
+    def _taps(self) -> list[float]:
+        return [float(v) for v in self._k1]
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``A x``: blur, same size as ``x``."""
         self._check(x)
-        kh, kw = self._weights(x)
         z = self._pad(x)
-        z = F.conv2d(z, kh, groups=self.channels)
-        return F.conv2d(z, kw, groups=self.channels)
+        return _correlate_valid(_correlate_valid(z, self._taps(), -2), self._taps(), -1)
 
     forward = __call__
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        """``A^T y``: transposed convolutions, then the adjoint of the padding."""
+        """``A^T y``: the transposed (scattering) correlations, then the adjoint of the padding."""
         self._check(y)
-        kh, kw = self._weights(y)
-        z = F.conv_transpose2d(y, kw, groups=self.channels)
-        z = F.conv_transpose2d(z, kh, groups=self.channels)
+        z = _correlate_valid_adjoint(y, self._taps(), -1)
+        z = _correlate_valid_adjoint(z, self._taps(), -2)
         z = _pad_adjoint_1d(z, self.radius, self.padding, dim=-1)
         return _pad_adjoint_1d(z, self.radius, self.padding, dim=-2)
 

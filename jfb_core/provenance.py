@@ -85,3 +85,16 @@ def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def find_results_dir(start: str | os.PathLike[str] | None = None) -> Path:
+    """The repository's ``results/`` folder, searched upwards from ``start`` (default: cwd).
+
+    Chapters run from ``chapters/`` (JupyterLab, nbval) or from the repository root;
+    both find the committed artefacts this way.
+    """
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "results").is_dir() and (folder / "jfb_core").is_dir():
+            return folder / "results"
+    raise FileNotFoundError(f"no results/ folder of the course above {here}")

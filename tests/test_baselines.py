@@ -49,7 +49,8 @@ def _problem(padding="zeros", size=32, dtype=torch.float64):
 
 def test_tv_gradient_descent_decreases_objective_monotonically():
     A, x, d = _problem()
-    r = tv_gradient_descent(A, d, lam=3e-3, max_iter=150, tol=0)
+    r = tv_gradient_descent(A, d, lam=3e-3, max_iter=150, tol=0, track=True)
+    assert r.objective.shape == (151, 2)
     diffs = r.objective[1:] - r.objective[:-1]
     assert (diffs <= 1e-12 * r.objective[:-1].abs()).all(), "an iterate increased the objective"
     assert (r.objective[-1] < 0.5 * r.objective[0]).all()

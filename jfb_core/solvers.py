@@ -1,0 +1,220 @@
+"""Fixed-point solvers: plain iteration and Anderson acceleration (paper Algorithm 3.1).
+
+Both find ``z`` with ``f(z) = z`` for a batch of independent problems: ``z0`` has a
+leading batch dimension and ``f`` must treat every sample independently. Both
+return a :class:`SolverResult`.
+
+Residual
+    Per sample, relative: ``r(z) = ||f(z) - z|| / ||f(z)||`` (the denominator is
+    guarded against zero). A sample has converged when ``r(z) <= tol``.
+Stopping
+    Per sample: a converged sample stops changing while the others continue.
+    The solver returns, for every sample, the iterate with the lowest residual
+    seen, and says whether it met the tolerance.
+Gradients
+    No autograd graph is built: the solvers run under ``torch.no_grad()``.
+    Attaching gradients to a fixed point is the job of :mod:`jfb_core.models`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+Map = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class SolverResult:
+    """Outcome of a fixed-point solve.
+
+    Attributes
+    ----------
+    z:
+        Per sample, the iterate with the lowest residual (same shape as ``z0``).
+    residual:
+        Its relative residual ``||f(z) - z|| / ||f(z)||``, shape ``(B,)``.
+    converged:
+        ``residual <= tol``, shape ``(B,)``.
+    iterations:
+        Per sample, the iterations run until it converged (or ``max_iter``), ``(B,)``.
+    nfe:
+        Evaluations of ``f`` on the whole batch (each counts once, however many
+        samples were still active).
+    history:
+        Relative residual of every evaluated iterate, shape ``(nfe, B)``; entries
+        of a sample after it stopped repeat its last value.
+    fallbacks:
+        Anderson steps replaced by a plain step because the least-squares solve
+        failed or gave a non-finite iterate (always 0 for plain iteration).
+    """
+
+    z: torch.Tensor
+    residual: torch.Tensor
+    converged: torch.Tensor
+    iterations: torch.Tensor
+    nfe: int
+    history: torch.Tensor
+    fallbacks: int = 0
+
+    @property
+    def converged_fraction(self) -> float:
+        return float(self.converged.float().mean())
+
+
+def relative_residual(fz: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``||f(z) - z|| / ||f(z)||`` per sample (flattened), guarded against ``f(z) = 0``."""
+    num = (fz - z).flatten(1).norm(dim=1)
+    den = fz.flatten(1).norm(dim=1).clamp_min(torch.finfo(fz.dtype).tiny)
+    return num / den
+
+
+def _check(z0: torch.Tensor, tol: float, max_iter: int, kwargs: dict) -> None:
+    if kwargs:
+        raise TypeError(f"unexpected keyword argument(s) {sorted(kwargs)}")
+    if z0.dim() < 1 or z0.shape[0] < 1:
+        raise ValueError("z0 needs a leading batch dimension")
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+
+
+def _eval(f: Map, z_flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    return f(z_flat.view(shape)).reshape(shape[0], -1)
+
+
+class _Tracker:
+    """Best iterate, residual history and per-sample activity, shared by both solvers."""
+
+    def __init__(self, z: torch.Tensor, tol: float) -> None:
+        b = z.shape[0]
+        self.tol = tol
+        self.best = z.clone()
+        self.best_res = torch.full((b,), float("inf"), dtype=z.dtype, device=z.device)
+        self.active = torch.ones(b, dtype=torch.bool, device=z.device)
+        self.iterations = torch.zeros(b, dtype=torch.long, device=z.device)
+        self.history: list[torch.Tensor] = []
+
+    def update(self, z: torch.Tensor, res: torch.Tensor) -> None:
+        res = torch.where(torch.isfinite(res), res, torch.full_like(res, float("inf")))
+        previous = self.history[-1] if self.history else res
+        better = self.active & (res < self.best_res)
+        self.best = torch.where(better.unsqueeze(1), z, self.best)
+        self.best_res = torch.where(better, res, self.best_res)
+        self.history.append(torch.where(self.active, res, previous))
+        self.active = self.active & (self.best_res > self.tol)
+
+    def result(self, shape: torch.Size, nfe: int, fallbacks: int = 0) -> SolverResult:
+        return SolverResult(
+            z=self.best.view(shape), residual=self.best_res, converged=self.best_res <= self.tol,
+            iterations=self.iterations, nfe=nfe, history=torch.stack(self.history), fallbacks=fallbacks,
+        )
+
+
+@torch.no_grad()
+def fixed_point(f: Map, z0: torch.Tensor, tol: float = 1e-3, max_iter: int = 100, **kwargs) -> SolverResult:
+    """Plain fixed-point iteration ``z_{k+1} = f(z_k)``, per-sample stopping.
+
+    Converges linearly, with rate the Lipschitz constant of ``f``, when ``f`` is a
+    contraction (Banach's fixed-point theorem). Uses ``max_iter + 1`` evaluations
+    at most (the last one only to measure the residual of the last iterate).
+    """
+    _check(z0, tol, max_iter, kwargs)
+    shape = z0.shape
+    z = z0.reshape(shape[0], -1).clone()
+    track = _Tracker(z, tol)
+    nfe = 0
+    for k in range(max_iter + 1):
+        fz = _eval(f, z, shape)
+        nfe += 1
+        track.update(z, relative_residual(fz, z))
+        if k == max_iter or not bool(track.active.any()):
+            break
+        track.iterations += track.active.long()
+        z = torch.where(track.active.unsqueeze(1), fz, z)
+    return track.result(shape, nfe)
+
+
+@torch.no_grad()
+def anderson(f: Map, z0: torch.Tensor, m: int = 5, lam: float = 1e-4, beta: float = 1.0,
+             tol: float = 1e-3, max_iter: int = 50, **kwargs) -> SolverResult:
+    """Anderson acceleration (Algorithm 3.1; Walker and Ni 2011), batched, per-sample stopping.
+
+    With the last ``m_k = min(m, k)`` iterates ``x_i`` and residuals
+    ``g_i = f(x_i) - x_i`` as the columns of ``X`` and ``G``, each step solves
+
+        ``min_alpha ||G alpha||^2  subject to  sum(alpha) = 1``
+
+    through its bordered (KKT) system
+    ``[[0, 1^T], [1, G^T G + lam * s * I]] [nu; alpha] = [1; 0]``, where
+    ``s = max(diag(G^T G))`` makes ``lam`` relative to the scale of the residuals,
+    and moves to ``x_{k+1} = beta * F alpha + (1 - beta) * X alpha``
+    (``beta = 1`` is the paper's update ``sum_i alpha_i f(x_i)``). The small system
+    is solved in float64. If it cannot be solved or gives a non-finite iterate,
+    the step falls back to the plain step ``f(x_k)`` for that sample (counted in
+    ``fallbacks``) instead of failing.
+    """
+    _check(z0, tol, max_iter, kwargs)
+    if m < 1:
+        raise ValueError(f"m must be >= 1, got {m}")
+    if lam < 0 or not 0 < beta <= 1:
+        raise ValueError(f"need lam >= 0 and 0 < beta <= 1, got lam={lam}, beta={beta}")
+    shape = z0.shape
+    b = shape[0]
+    x = z0.reshape(b, -1).clone()
+    n = x.shape[1]
+    X = x.new_zeros(b, m, n)
+    F = x.new_zeros(b, m, n)
+    track = _Tracker(x, tol)
+    fallbacks = 0
+    fx = _eval(f, x, shape)
+    nfe = 1
+    track.update(x, relative_residual(fx, x))
+    X[:, 0], F[:, 0] = x, fx
+    last = 0  # slot of the newest iterate
+    for k in range(1, max_iter + 1):
+        if not bool(track.active.any()):
+            break
+        track.iterations += track.active.long()
+        mk = min(k, m)
+        G = (F[:, :mk] - X[:, :mk]).double()
+        gram = G @ G.transpose(1, 2)  # (b, mk, mk)
+        scale = gram.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(1e-300)
+        kkt = torch.zeros(b, mk + 1, mk + 1, dtype=torch.float64, device=x.device)
+        kkt[:, 0, 1:] = 1.0
+        kkt[:, 1:, 0] = 1.0
+        kkt[:, 1:, 1:] = gram + (lam * scale).view(b, 1, 1) * torch.eye(mk, dtype=torch.float64, device=x.device)
+        rhs = torch.zeros(b, mk + 1, dtype=torch.float64, device=x.device)
+        rhs[:, 0] = 1.0
+        sol, info = torch.linalg.solve_ex(kkt, rhs)
+        alpha = sol[:, 1:].to(x.dtype)  # (b, mk)
+        x_and = beta * torch.einsum("bi,bin->bn", alpha, F[:, :mk])
+        if beta < 1:
+            x_and = x_and + (1 - beta) * torch.einsum("bi,bin->bn", alpha, X[:, :mk])
+        ok = (info == 0) & torch.isfinite(alpha).all(dim=1) & torch.isfinite(x_and).all(dim=1)
+        plain = F[:, last]
+        fallbacks += int((~ok & track.active).sum())
+        x_new = torch.where(ok.unsqueeze(1), x_and, plain)
+        # samples that have stopped keep their best iterate
+        x_new = torch.where(track.active.unsqueeze(1), x_new, track.best)
+        fx_new = _eval(f, x_new, shape)
+        nfe += 1
+        track.update(x_new, relative_residual(fx_new, x_new))
+        last = k % m
+        X[:, last], F[:, last] = x_new, fx_new
+    return track.result(shape, nfe, fallbacks)
+
+
+def solve(f: Map, z0: torch.Tensor, method: str = "anderson", **kwargs) -> SolverResult:
+    """Dispatch to :func:`anderson` or :func:`fixed_point` by name."""
+    if method == "anderson":
+        return anderson(f, z0, **kwargs)
+    if method in ("fixed_point", "picard"):
+        return fixed_point(f, z0, **kwargs)
+    raise ValueError(f"unknown solver {method!r}; choose 'anderson' or 'fixed_point'")
+
+
+__all__ = ["SolverResult", "anderson", "fixed_point", "relative_residual", "solve"]
