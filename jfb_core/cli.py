@@ -108,6 +108,36 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCHMARKS = ("solvers",)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from jfb_core import bench
+    from jfb_core.config import get_preset
+    from jfb_core.provenance import provenance, write_json
+
+    preset = get_preset(args.preset)
+    device = args.device or ("cuda" if preset.device == "cuda" else "cpu")
+    if args.which == "solvers":
+        print(f"bench solvers: preset {preset.name}, device {device}", file=sys.stderr, flush=True)
+        result = bench.bench_solvers(preset, device=device, size=args.size, batch=args.batch,
+                                     repeats=args.repeats)
+        for name, r in result["solvers"].items():
+            print(f"{name:>12}: {r['nfe']:5d} evaluations, {r['seconds_median']:8.3f} s median, "
+                  f"converged {r['converged_fraction']:.2f}")
+        print(f"Anderson least-squares overhead per iteration: "
+              f"{100 * result['anderson_overhead_per_iteration']:.1f}% of one evaluation")
+    result["provenance"] = provenance(config=preset.to_dict(), device=device)
+    out = args.out or f"results/bench/{args.which}_{preset.name}_{torch_device_kind(device)}.json"
+    write_json(out, result)
+    print(f"wrote {out}")
+    return 0
+
+
+def torch_device_kind(device: str) -> str:
+    return "gpu" if device.startswith("cuda") else "cpu"
+
+
 def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         print(f"jfb_core {name}: not implemented yet in this version of the course.",
@@ -125,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {"info": _cmd_info,
-                                                                 "evaluate": _cmd_evaluate}
+                                                                 "evaluate": _cmd_evaluate,
+                                                                 "bench": _cmd_bench}
     subs = {}
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -148,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="noise seed (per image: seed and image number)")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--out", default=None, help="output JSON (default: results/baselines/...)")
+    be = subs["bench"]
+    be.add_argument("which", choices=BENCHMARKS, help="what to measure")
+    be.add_argument("--device", default=None, help="cpu or cuda (default: the preset's, cpu for 'fast')")
+    be.add_argument("--size", type=int, default=None, help="image side (default: the preset's largest)")
+    be.add_argument("--batch", type=int, default=None, help="batch size (default: the preset's)")
+    be.add_argument("--repeats", type=int, default=None, help="timed repetitions (default: the preset's)")
+    be.add_argument("--out", default=None, help="output JSON (default: results/bench/...)")
     return parser
 
 

@@ -26,8 +26,8 @@ from jfb_core.metrics import psnr, ssim
 from jfb_core.operators import GaussianBlur, blur_from_setting
 
 CLASSICAL_METHODS = ("direct", "tikhonov", "tv")
-TIKHONOV_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
-TV_GRID = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2)
+TIKHONOV_GRID = (3e-3, 1e-2, 3e-2)
+TV_GRID = (5e-4, 1e-3, 2e-3, 4e-3)
 
 
 @dataclass
@@ -35,10 +35,11 @@ class ClassicalSettings:
     """Solver settings of the classical methods (the defaults are the ones used for results/)."""
 
     direct_max_iter: int = 100
+    tikhonov_max_iter: int = 200
     tikhonov_grid: tuple[float, ...] = TIKHONOV_GRID
     tv_grid: tuple[float, ...] = TV_GRID
     tv_delta: float = 1e-2
-    tv_max_iter: int = 300
+    tv_max_iter: int = 150
     tv_tol: float = 1e-5
     tv_momentum: bool = True
 
@@ -59,7 +60,7 @@ def make_reconstructor(method: str, A: GaussianBlur, settings: ClassicalSettings
     if method == "direct":
         return lambda d, w=None: direct_inverse(A, d, max_iter=settings.direct_max_iter)
     if method == "tikhonov":
-        return lambda d, w: tikhonov(A, d, w)
+        return lambda d, w: tikhonov(A, d, w, max_iter=settings.tikhonov_max_iter)
     if method == "tv":
         def rec(d: torch.Tensor, w: float) -> torch.Tensor:
             return tv_gradient_descent(A, d, w, delta=settings.tv_delta, max_iter=settings.tv_max_iter,

@@ -143,7 +143,8 @@ def anderson(f: Map, z0: torch.Tensor, m: int = 5, lam: float = 1e-4, beta: floa
              tol: float = 1e-3, max_iter: int = 50, **kwargs) -> SolverResult:
     """Anderson acceleration (Algorithm 3.1; Walker and Ni 2011), batched, per-sample stopping.
 
-    With the last ``m_k = min(m, k)`` iterates ``x_i`` and residuals
+    With the current iterate and the ``m_k = min(m, k)`` before it (``m_k + 1``
+    columns, as in the paper's Algorithm 3.1) and their residuals
     ``g_i = f(x_i) - x_i`` as the columns of ``X`` and ``G``, each step solves
 
         ``min_alpha ||G alpha||^2  subject to  sum(alpha) = 1``
@@ -166,8 +167,9 @@ def anderson(f: Map, z0: torch.Tensor, m: int = 5, lam: float = 1e-4, beta: floa
     b = shape[0]
     x = z0.reshape(b, -1).clone()
     n = x.shape[1]
-    X = x.new_zeros(b, m, n)
-    F = x.new_zeros(b, m, n)
+    cols = m + 1  # the current iterate and m before it
+    X = x.new_zeros(b, cols, n)
+    F = x.new_zeros(b, cols, n)
     track = _Tracker(x, tol)
     fallbacks = 0
     fx = _eval(f, x, shape)
@@ -179,7 +181,7 @@ def anderson(f: Map, z0: torch.Tensor, m: int = 5, lam: float = 1e-4, beta: floa
         if not bool(track.active.any()):
             break
         track.iterations += track.active.long()
-        mk = min(k, m)
+        mk = min(k, cols)  # columns available: x^0 .. x^(k-1), at most m + 1
         G = (F[:, :mk] - X[:, :mk]).double()
         gram = G @ G.transpose(1, 2)  # (b, mk, mk)
         scale = gram.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(1e-300)
@@ -203,7 +205,7 @@ def anderson(f: Map, z0: torch.Tensor, m: int = 5, lam: float = 1e-4, beta: floa
         fx_new = _eval(f, x_new, shape)
         nfe += 1
         track.update(x_new, relative_residual(fx_new, x_new))
-        last = k % m
+        last = k % cols
         X[:, last], F[:, last] = x_new, fx_new
     return track.result(shape, nfe, fallbacks)
 

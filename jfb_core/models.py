@@ -1,0 +1,283 @@
+"""The implicit network of Section 3.4: S_Theta, the DE-GRAD map T_Theta (eq. 3.5), N_Theta (eq. 3.4).
+
+Conventions
+-----------
+* ``d`` measurement, ``z`` iterate, ``z_star`` fixed point, images ``(B, C, H, W)``.
+* The data term is ``1/2 ||A z - d||^2`` with gradient ``A^T (A z - d)`` (the paper
+  writes ``grad ||A z - d||^2``; the factor 2 is absorbed in ``eta``).
+* The learned regulariser is ``S(z) = z - f(z)`` with ``f`` a spectrally normalised
+  DnCNN (Gilton et al.'s form). Then ``S - I = -f`` is ``eps``-Lipschitz with
+  ``eps = Lip(f) < 1``, and Theorem 3.1 gives the contraction factor
+  ``gamma = 1 - eta (1 + mu) + eta eps < 1`` for ``0 < eta < 1 / (L + 1)``.
+  (Using a spectrally normalised network directly as ``S`` would not: ``S - I``
+  could then have Lipschitz constant near 2.)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from jfb_core.operators import GaussianBlur
+from jfb_core.solvers import SolverResult, anderson
+
+BATCHNORM_MODES = ("none", "paper")
+
+
+class SpectralConv2d(nn.Module):
+    """A 'same' convolution with zero padding whose *operator* norm is kept at most ``bound``.
+
+    The norm is estimated by power iteration on the convolution itself,
+    ``v <- conv^T(conv(v)) / ||.||`` on an input of the size the layer sees, not on the
+    weight reshaped to a ``(c_out, c_in k^2)`` matrix: that matrix's norm can be up to
+    ``k`` times smaller than the operator norm (3x for 3x3 kernels), so normalising it
+    does not bound the layer. As in Miyato et al. (2018), the unit vector persists and
+    training advances it by one power step per optimisation step (:meth:`power_step`,
+    called by the owner so that the map stays fixed during a fixed-point solve); the
+    weight used is ``W / max(1, sigma / bound)`` with ``sigma`` differentiable in ``W``
+    in training mode; :meth:`certify` runs the iteration to convergence. The first
+    input (and any larger one) triggers :meth:`certify` at its size, because the
+    norm of a zero-padded convolution grows with the image.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, bound: float = 1.0,
+                 bias: bool = True) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError("kernel_size must be odd")
+        if not bound > 0:
+            raise ValueError(f"bound must be positive, got {bound}")
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
+        self.bound = float(bound)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
+        nn.init.kaiming_normal_(self.weight, nonlinearity="relu")
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.register_buffer("u", torch.zeros(0))  # power-iteration vector, (1, C_in, H, W)
+        self.register_buffer("sigma", torch.zeros(()))  # last operator-norm estimate
+
+    def _conv(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, w, padding=self.kernel_size // 2)
+
+    def _conv_t(self, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return F.conv_transpose2d(y, w, padding=self.kernel_size // 2)
+
+    @torch.no_grad()
+    def _power(self, size: tuple[int, int], iters: int) -> None:
+        w = self.weight.detach()
+        if self.u.dim() != 4 or tuple(self.u.shape[-2:]) != tuple(size) or self.u.dtype != w.dtype:
+            g = torch.Generator(device="cpu").manual_seed(1234)
+            u = torch.randn(1, self.in_channels, *size, generator=g, dtype=w.dtype).to(w.device)
+            self.u = u / u.norm()
+        u = self.u
+        for _ in range(iters):
+            u = self._conv_t(self._conv(u, w), w)
+            u = u / u.norm().clamp_min(1e-30)
+        self.u = u
+
+    @torch.no_grad()
+    def power_step(self) -> None:
+        """One power iteration at the current size (a no-op before the first input)."""
+        if self.u.dim() == 4:
+            self._power(tuple(self.u.shape[-2:]), 1)
+
+    def operator_norm(self) -> torch.Tensor:
+        """``||conv(u)||`` for the current unit vector ``u``: differentiable in the weight."""
+        return self._conv(self.u, self.weight).norm()
+
+    @torch.no_grad()
+    def certify(self, size: tuple[int, int], iters: int = 500, tol: float = 1e-7) -> float:
+        """Run the power iteration on a ``size`` input until it settles; store and return sigma."""
+        prev = 0.0
+        for _ in range(iters // 10):
+            self._power(size, 10)
+            sig = float(self.operator_norm())
+            if abs(sig - prev) <= tol * sig:
+                break
+            prev = sig
+        self.sigma = torch.tensor(sig, dtype=self.weight.dtype, device=self.weight.device)
+        return sig
+
+    def normalised_weight(self) -> torch.Tensor:
+        """The weight actually used: ``W / max(1, sigma / bound)``."""
+        if self.training:
+            sigma = self.operator_norm()
+            self.sigma = sigma.detach()
+        else:
+            sigma = self.sigma
+        return self.weight / torch.clamp(sigma / self.bound, min=1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = tuple(x.shape[-2:])
+        grow = self.u.dim() != 4 or any(s > t for s, t in zip(size, self.u.shape[-2:]))
+        if grow:  # the norm grows with the image: always estimate on the largest input seen
+            self.certify(size)
+        out = self._conv(x, self.normalised_weight())
+        if self.bias is not None:
+            out = out + self.bias.view(1, -1, 1, 1)
+        return out
+
+
+class DnCNN(nn.Module):
+    """The paper's network: ``depth`` 3x3 convolutions, ``channels`` wide, ReLU in between.
+
+    Layers: conv ``in -> channels``, ReLU; ``depth - 2`` times conv ``channels -> channels``
+    (+ batch normalisation in the paper's variant), ReLU; conv ``channels -> in``.
+    Every convolution is a :class:`SpectralConv2d` with bound ``lipschitz ** (1 / depth)``,
+    so the whole network is ``lipschitz``-Lipschitz (ReLU is 1-Lipschitz) when
+    ``batchnorm="none"`` (the default). ``batchnorm="paper"`` adds ``BatchNorm2d`` as the
+    paper did; its output then depends on the rest of the batch and its Lipschitz
+    constant is no longer bounded, which breaks Theorem 3.1 (chapter 4 shows it).
+    """
+
+    def __init__(self, depth: int = 17, channels: int = 64, in_channels: int = 3, lipschitz: float = 0.9,
+                 batchnorm: str = "none") -> None:
+        super().__init__()
+        if depth < 2:
+            raise ValueError(f"depth must be >= 2, got {depth}")
+        if batchnorm not in BATCHNORM_MODES:
+            raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
+        self.depth, self.channels, self.lipschitz, self.batchnorm = depth, channels, float(lipschitz), batchnorm
+        per_layer = self.lipschitz ** (1.0 / depth)
+        layers: list[nn.Module] = [SpectralConv2d(in_channels, channels, 3, per_layer), nn.ReLU()]
+        for _ in range(depth - 2):
+            layers.append(SpectralConv2d(channels, channels, 3, per_layer, bias=batchnorm == "none"))
+            if batchnorm == "paper":
+                layers.append(nn.BatchNorm2d(channels))
+            layers.append(nn.ReLU())
+        layers.append(SpectralConv2d(channels, in_channels, 3, per_layer))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def power_step(self) -> None:
+        """Advance every layer's norm estimate by one power step (once per training step)."""
+        for layer in self.spectral_layers():
+            layer.power_step()
+
+    def spectral_layers(self) -> list[SpectralConv2d]:
+        return [m for m in self.net if isinstance(m, SpectralConv2d)]
+
+    @torch.no_grad()
+    def certify(self, size: tuple[int, int], iters: int = 500) -> float:
+        """Converge every layer's norm estimate at ``size``; return the product bound on Lip(f)."""
+        bound = 1.0
+        for layer in self.spectral_layers():
+            sig = layer.certify(size, iters)
+            bound *= min(sig, layer.bound)
+        return bound
+
+
+@dataclass
+class SolveStats:
+    """Solver statistics of the last forward pass of :class:`DEGRAD`."""
+
+    iterations: list[int] = field(default_factory=list)
+    residual: list[float] = field(default_factory=list)
+    converged_fraction: float = 0.0
+    nfe: int = 0
+    fallbacks: int = 0
+
+    @classmethod
+    def from_result(cls, r: SolverResult) -> "SolveStats":
+        return cls(iterations=r.iterations.tolist(), residual=r.residual.tolist(),
+                   converged_fraction=r.converged_fraction, nfe=r.nfe, fallbacks=r.fallbacks)
+
+
+class DEGRAD(nn.Module):
+    """The DE-GRAD map and the implicit network ``N(d) = z_star`` (eq. 3.4-3.6).
+
+    ``T(z, d) = z - eta * (A^T (A z - d) + S(z))`` with ``S(z) = z - f(z)`` and ``f`` a
+    :class:`DnCNN`. ``eta`` is trainable and kept in ``(0, eta_max)`` with
+    ``eta_max = 1 / (1 + L)`` (Theorem 3.1's bound; ``L <= 1`` for a normalised blur with
+    zero or circular padding) by ``eta = eta_max * sigmoid(raw)``.
+
+    ``forward(d)`` starts at ``A^T d``, finds the fixed point with Anderson acceleration
+    under ``torch.no_grad()`` (no graph over the iterations), then attaches the
+    gradient with one application of ``T`` at the fixed point: the output is
+    ``T(z_star, d)``, whose backward pass is Jacobian-free backpropagation (eq. 4.1).
+    Statistics of the last solve are in ``last_stats``.
+    """
+
+    def __init__(self, A: GaussianBlur, f: DnCNN, eta: float = 0.4, m: int = 5, tol: float = 1e-3,
+                 max_iter: int = 50, lam: float = 1e-4) -> None:
+        super().__init__()
+        if A.padding not in ("zeros", "circular"):
+            raise ValueError("DE-GRAD needs a blur with zero or circular padding (so that L <= 1)")
+        self.A, self.f = A, f
+        self.eta_max = 1.0 / (1.0 + 1.0)
+        if not 0 < eta < self.eta_max:
+            raise ValueError(f"eta must be in (0, {self.eta_max}) for Theorem 3.1, got {eta}")
+        p = eta / self.eta_max
+        self.eta_raw = nn.Parameter(torch.tensor(math.log(p / (1 - p))))
+        self.m, self.tol, self.max_iter, self.lam = m, tol, max_iter, lam
+        self.last_stats = SolveStats()
+
+    @property
+    def eta(self) -> torch.Tensor:
+        return self.eta_max * torch.sigmoid(self.eta_raw)
+
+    def S(self, z: torch.Tensor) -> torch.Tensor:
+        """The learned regulariser ``S(z) = z - f(z)``."""
+        return z - self.f(z)
+
+    def T(self, z: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """One DE-GRAD step (eq. 3.5)."""
+        return z - self.eta * (self.A.adjoint(self.A(z) - d) + self.S(z))
+
+    def solve(self, d: torch.Tensor, z0: torch.Tensor | None = None) -> SolverResult:
+        """The fixed point of ``T(., d)`` by Anderson acceleration, without autograd."""
+        z0 = self.A.adjoint(d) if z0 is None else z0
+        with torch.no_grad():
+            result = anderson(lambda z: self.T(z, d), z0, m=self.m, lam=self.lam, tol=self.tol,
+                              max_iter=self.max_iter)
+        self.last_stats = SolveStats.from_result(result)
+        return result
+
+    def forward(self, d: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.f.power_step()  # once per step, so T is the same map throughout the solve
+        z_star = self.solve(d).z
+        return self.T(z_star.detach(), d)  # JFB: the graph holds one application of T
+
+
+def lipschitz_ratio(fn, x: torch.Tensor, n_pairs: int = 16, scale: float = 1e-1, seed: int = 0) -> float:
+    """Largest ``||fn(x + a) - fn(x + b)|| / ||a - b||`` over random perturbation pairs around ``x``.
+
+    A *lower* bound on the Lipschitz constant of ``fn`` near ``x`` (per sample, max over the batch)."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    best = 0.0
+    with torch.no_grad():
+        for _ in range(n_pairs):
+            a = scale * torch.randn(x.shape, generator=g).to(x)
+            b = scale * torch.randn(x.shape, generator=g).to(x)
+            num = (fn(x + a) - fn(x + b)).flatten(1).norm(dim=1)
+            den = (a - b).flatten(1).norm(dim=1)
+            best = max(best, float((num / den).max()))
+    return best
+
+
+def lipschitz_power(fn, x: torch.Tensor, iters: int = 30, seed: int = 0) -> float:
+    """Spectral norm of the Jacobian of ``fn`` at ``x`` by power iteration on ``J^T J``
+    (Jacobian-vector and vector-Jacobian products; ``fn`` must act per sample).
+
+    Returns the largest value over the batch: a local Lipschitz constant at ``x``."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    v = torch.randn(x.shape, generator=g).to(x)
+    v = v / v.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
+    sigma = torch.zeros(x.shape[0])
+    for _ in range(iters):
+        _, jv = torch.func.jvp(fn, (x,), (v,))
+        _, vjp = torch.func.vjp(fn, x)
+        (jtjv,) = vjp(jv)
+        sigma = jv.flatten(1).norm(dim=1)
+        v = jtjv / jtjv.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *([1] * (x.dim() - 1)))
+    return float(sigma.detach().max())
+
+
+__all__ = ["BATCHNORM_MODES", "DEGRAD", "DnCNN", "SolveStats", "SpectralConv2d", "lipschitz_power",
+           "lipschitz_ratio"]

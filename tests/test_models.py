@@ -1,0 +1,124 @@
+import pytest
+import torch
+
+from jfb_core.models import DEGRAD, DnCNN, SpectralConv2d, lipschitz_power, lipschitz_ratio
+from jfb_core.operators import blur_from_setting
+
+
+def _dense_conv_matrix(layer: SpectralConv2d, h: int, w: int) -> torch.Tensor:
+    """Matrix of the layer's (normalised, bias-free) convolution on an h x w input."""
+    n = layer.in_channels * h * w
+    basis = torch.eye(n, dtype=torch.float64).view(n, layer.in_channels, h, w)
+    weight = layer.normalised_weight().detach().double()
+    out = torch.nn.functional.conv2d(basis, weight, padding=layer.kernel_size // 2)
+    return out.reshape(n, -1).T
+
+
+def test_spectral_normalisation_bounds_the_operator_norm():
+    torch.manual_seed(0)
+    layer = SpectralConv2d(2, 3, 3, bound=0.7).double().eval()
+    layer(torch.randn(1, 2, 8, 8, dtype=torch.float64))  # first input: certify at 8x8
+    s8 = torch.linalg.svdvals(_dense_conv_matrix(layer, 8, 8)).max()
+    s5 = torch.linalg.svdvals(_dense_conv_matrix(layer, 5, 5)).max()
+    assert float(s8) <= 0.7 * (1 + 1e-4) and float(s8) >= 0.7 * (1 - 1e-3)
+    assert float(s5) <= 0.7 * (1 + 1e-4)  # smaller inputs: smaller norm (zero padding)
+
+
+def test_reshaped_weight_norm_underestimates_but_the_operator_norm_does_not():
+    layer = SpectralConv2d(1, 1, 3, bound=1.0).double()
+    with torch.no_grad():
+        layer.weight.fill_(1.0)  # a 3x3 box sum: gain 9 on a constant image
+    reshaped = float(layer.weight.detach().reshape(1, -1).norm())  # = 3
+    sigma = layer.certify((32, 32))
+    assert abs(reshaped - 3.0) < 1e-12 and sigma > 8.5  # up to 3x larger than the reshaped norm
+    layer.eval()
+    dense = torch.linalg.svdvals(_dense_conv_matrix(layer, 12, 12)).max()
+    assert float(dense) <= 1.0 + 1e-6
+
+
+def test_power_iteration_estimate_matches_dense_svd():
+    torch.manual_seed(1)
+    layer = SpectralConv2d(2, 2, 3, bound=100.0).double()  # bound never active
+    sigma = layer.certify((6, 6), iters=2000)
+    layer.eval()
+    dense = torch.linalg.svdvals(_dense_conv_matrix(layer, 6, 6)).max()
+    assert abs(sigma - float(dense)) <= 1e-4 * float(dense)
+
+
+def _degrad(seed=0, batchnorm="none", eta=0.4):
+    torch.manual_seed(seed)
+    f = DnCNN(depth=4, channels=8, lipschitz=0.9, batchnorm=batchnorm).double()
+    return DEGRAD(blur_from_setting("5x5_s1"), f, eta=eta, tol=1e-6, max_iter=200)
+
+
+def test_whole_network_is_lipschitz_below_its_target():
+    model = _degrad()
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    model.f.eval()
+    model.f(x)
+    assert model.f.certify((16, 16)) <= 0.9 + 1e-9
+    assert lipschitz_power(model.f, x) <= 0.9
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_default_T_is_a_contraction(seed):
+    model = _degrad(seed).eval()
+    d = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    z = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    gamma = 1 - float(model.eta) * (1 + 0) + float(model.eta) * 0.9  # Theorem 3.1 with mu >= 0
+    T = lambda v: model.T(v, d)  # noqa: E731
+    assert lipschitz_ratio(T, z, scale=0.5) < gamma < 1
+    assert lipschitz_power(T, z) < gamma
+
+
+def test_forward_reaches_the_fixed_point_and_keeps_one_application_of_T():
+    model = _degrad().train()
+    d = torch.rand(3, 3, 16, 16, dtype=torch.float64)
+    out = model(d)
+    stats = model.last_stats
+    assert stats.converged_fraction == 1.0 and max(stats.residual) <= model.tol
+    # the output is T(z*) and z* satisfies ||T(z*) - z*|| <= tol ||T(z*)||
+    with torch.no_grad():
+        z_star = model.solve(d).z
+        t = model.T(z_star, d)
+    assert float(((t - z_star).flatten(1).norm(dim=1) / t.flatten(1).norm(dim=1)).max()) <= model.tol
+    torch.testing.assert_close(out.detach(), t, rtol=0, atol=1e-12)
+
+    # one pass through the network, plus (in training mode) one convolution per layer for
+    # its differentiable norm estimate: never one pass per solver iteration
+    assert stats.nfe > 3 and _convolutions_in_graph(out) == 2 * model.f.depth
+    model.eval()
+    assert _convolutions_in_graph(model(d)) == model.f.depth
+
+
+def _convolutions_in_graph(out: torch.Tensor) -> int:
+    convs, seen, stack = 0, set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        convs += "Convolution" in type(node).__name__
+        stack.extend(nxt for nxt, _ in node.next_functions)
+    return convs
+
+
+def test_eta_is_trainable_and_kept_in_the_theorem_range():
+    model = _degrad(eta=0.45)
+    assert abs(float(model.eta) - 0.45) < 1e-6
+    (model.eta * 2).backward()
+    assert model.eta_raw.grad is not None
+    with pytest.raises(ValueError):
+        _degrad(eta=0.6)
+
+
+def test_paper_batchnorm_makes_T_depend_on_the_batch():
+    safe, paper = _degrad(batchnorm="none").train(), _degrad(batchnorm="paper").train()
+    d = torch.rand(2, 3, 12, 12, dtype=torch.float64)
+    z = torch.rand(2, 3, 12, 12, dtype=torch.float64)
+    z_other = z.clone()
+    z_other[1] = torch.rand(3, 12, 12, dtype=torch.float64)
+    with torch.no_grad():
+        for model, dependent in ((safe, False), (paper, True)):
+            a, b = model.T(z, d)[0], model.T(z_other, d)[0]
+            assert (not torch.allclose(a, b, atol=1e-12)) == dependent
