@@ -106,4 +106,85 @@ def bench_solvers(preset: Preset, device: str = "cpu", size: int | None = None, 
     return out
 
 
-__all__ = ["bench_solvers", "synchronize", "timed", "tv_fixed_point_map"]
+class SavedTensorMeter:
+    """Bytes of the distinct tensor storages that autograd saves for the backward pass.
+
+    Used as a context manager around a forward pass: it is exactly the memory the
+    graph keeps alive until ``backward``, on any device, and it does not depend on
+    the allocator or on what else the process holds (unlike peak RSS on a CPU).
+    """
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self._seen: set[tuple[str, int]] = set()
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        key = (str(t.device), storage.data_ptr())
+        if key not in self._seen:
+            self._seen.add(key)
+            self.bytes += storage.nbytes()
+        return t
+
+    def __enter__(self) -> "SavedTensorMeter":
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._ctx.__exit__(*exc)
+
+
+def bench_memory(preset: Preset, device: str = "cpu", iterations: tuple[int, ...] = (10, 20, 50, 100),
+                 size: int | None = None, batch: int | None = None) -> dict:
+    """Memory of one forward + backward of DE-GRAD as the number of forward iterations grows.
+
+    ``jfb``: the fixed point is found without a graph (exactly ``K`` Anderson steps)
+    and the gradient flows through one application of ``T``. ``unrolled``: ``K``
+    plain DE-GRAD steps with autograd recording all of them. Reported per ``K``:
+    the bytes autograd saved for the backward pass (:class:`SavedTensorMeter`) and,
+    on a GPU, the peak CUDA allocation during forward and backward.
+    """
+    from jfb_core.data import bundled_images, measure
+    from jfb_core.models import DEGRAD, DnCNN
+    from jfb_core.operators import blur_from_setting
+
+    size = size or preset.image_size
+    batch = batch or preset.bench_batch
+    torch.manual_seed(preset.seed)
+    A = blur_from_setting(preset.blur, padding=preset.padding)
+    f = DnCNN(preset.depth, preset.width, lipschitz=preset.lipschitz).to(device)
+    model = DEGRAD(A, f, eta=preset.eta, m=preset.anderson_m, tol=1e-12).to(device)
+    x = bundled_images("train", size, n=batch, seed=preset.seed).to(device)
+    d = measure(A, x, preset.noise_std, seed=preset.seed)
+    model(d)  # certify the spectral norms at this size before measuring
+    rows = []
+    for k in iterations:
+        for mode in ("jfb", "unrolled"):
+            model.zero_grad(set_to_none=True)
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+            with SavedTensorMeter() as meter:
+                if mode == "jfb":
+                    model.max_iter = k
+                    out = model(d)
+                else:
+                    z = A.adjoint(d)
+                    for _ in range(k):
+                        z = model.T(z, d)
+                    out = z
+            ((out - x) ** 2).mean().backward()
+            row = {"iterations": k, "mode": mode, "saved_bytes": meter.bytes}
+            if torch.device(device).type == "cuda":
+                torch.cuda.synchronize(device)
+                row["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(device) - base
+            rows.append(row)
+    return {"size": size, "batch": batch, "depth": preset.depth, "width": preset.width, "device": device,
+            "measure": "bytes of distinct tensor storages saved by autograd for backward"
+                       + ("; and peak CUDA allocation above the baseline" if torch.device(device).type == "cuda" else ""),
+            "rows": rows}
+
+
+__all__ = ["SavedTensorMeter", "bench_memory", "bench_solvers", "synchronize", "timed", "tv_fixed_point_map"]

@@ -108,7 +108,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARKS = ("solvers",)
+BENCHMARKS = ("solvers", "memory")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -127,6 +127,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                   f"converged {r['converged_fraction']:.2f}")
         print(f"Anderson least-squares overhead per iteration: "
               f"{100 * result['anderson_overhead_per_iteration']:.1f}% of one evaluation")
+    elif args.which == "memory":
+        print(f"bench memory: preset {preset.name}, device {device}", file=sys.stderr, flush=True)
+        result = bench.bench_memory(preset, device=device, size=args.size, batch=args.batch)
+        for r in result["rows"]:
+            print(f"{r['mode']:>9} K={r['iterations']:4d}: {r['saved_bytes'] / 2**20:9.2f} MiB saved for backward")
     result["provenance"] = provenance(config=preset.to_dict(), device=device)
     out = args.out or f"results/bench/{args.which}_{preset.name}_{torch_device_kind(device)}.json"
     write_json(out, result)
