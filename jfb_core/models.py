@@ -266,16 +266,20 @@ def lipschitz_power(fn, x: torch.Tensor, iters: int = 30, seed: int = 0) -> floa
     (Jacobian-vector and vector-Jacobian products; ``fn`` must act per sample).
 
     Returns the largest value over the batch: a local Lipschitz constant at ``x``."""
+    import warnings
+
     g = torch.Generator(device="cpu").manual_seed(seed)
     v = torch.randn(x.shape, generator=g).to(x)
     v = v / v.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
     sigma = torch.zeros(x.shape[0])
-    for _ in range(iters):
-        _, jv = torch.func.jvp(fn, (x,), (v,))
+    with warnings.catch_warnings():  # torch.func may warn about its own internals
+        warnings.simplefilter("ignore", FutureWarning)
         _, vjp = torch.func.vjp(fn, x)
-        (jtjv,) = vjp(jv)
-        sigma = jv.flatten(1).norm(dim=1)
-        v = jtjv / jtjv.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *([1] * (x.dim() - 1)))
+        for _ in range(iters):
+            _, jv = torch.func.jvp(fn, (x,), (v,))
+            (jtjv,) = vjp(jv)
+            sigma = jv.flatten(1).norm(dim=1)
+            v = jtjv / jtjv.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *([1] * (x.dim() - 1)))
     return float(sigma.detach().max())
 
 

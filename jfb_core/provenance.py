@@ -16,14 +16,32 @@ from pathlib import Path
 from typing import Any
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5, check=False)
+        out = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _git_commit() -> str | None:
+    return _git("rev-parse", "HEAD") or None
+
+
+def _git_dirty() -> bool | None:
+    """Whether the library's own files differ from the commit (None outside a checkout)."""
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", str(Path(__file__).resolve().parent))
+    return None if status is None else bool(status)
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command as a user would type it: ``python -m jfb_core ...`` for the module entry point."""
+    argv = list(sys.argv if argv is None else argv)
+    prog = Path(argv[0]).name if argv else ""
+    if prog in ("__main__.py", "-m"):
+        prog = "python -m jfb_core"
+    return " ".join([prog, *argv[1:]]).strip()
 
 
 def device_description(device: str | None = None) -> str:
@@ -70,8 +88,9 @@ def provenance(config: dict[str, Any] | None = None, device: str | None = None) 
     """The record stored beside every result: time, command, commit, environment, config."""
     return {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": command_line(),
         "git_commit": _git_commit(),
+        "library_modified_since_commit": _git_dirty(),
         "environment": environment_info(device),
         "config": config or {},
     }
