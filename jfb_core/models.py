@@ -239,7 +239,7 @@ class DEGRAD(nn.Module):
         return result
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
-        if self.training:
+        if self.training and hasattr(self.f, "power_step"):
             self.f.power_step()  # once per step, so T is the same map throughout the solve
         z_star = self.solve(d).z
         return self.T(z_star.detach(), d)  # JFB: the graph holds one application of T

@@ -85,3 +85,13 @@ def test_no_large_or_data_files_are_tracked():
             assert path.stat().st_size < 5_000_000, f"{name} is too large to commit"
         assert not re.search(r"\.(jpe?g|npz|npy)$", name, re.I), f"data file tracked: {name}"
         assert "img_align_celeba" not in name
+
+
+def test_pytest_collects_each_notebook_once():
+    """The book/chapters symlink and _build/ must not make nbval run a chapter twice."""
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pytest", "--nbval", "--collect-only", "-q", "-p", "no:randomly"],
+                         cwd=ROOT, capture_output=True, text=True, check=False).stdout
+    files = {line.split("::")[0] for line in out.splitlines() if ".ipynb::" in line}
+    assert files == {f"chapters/{n.name}" for n in NB}
