@@ -16,7 +16,6 @@ BOOK_HTML := _build/html/index.html
 # Chapters and their tests run on the textbook preset on the CPU.
 export JFB_PRESET ?= fast
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
-export MPLBACKEND = Agg
 
 .PHONY: help install mathjax sync check-sync notebooks lab book book-strict \
         pytest nbval test clean reproduce

@@ -28,6 +28,7 @@
 # formula, why $A^{-1}d$ is a terrible reconstruction.
 
 # %%
+# %matplotlib inline
 import math
 
 import matplotlib.pyplot as plt

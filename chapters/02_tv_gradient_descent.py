@@ -31,6 +31,7 @@
 # place of TV.
 
 # %%
+# %matplotlib inline
 import json
 import math
 from pathlib import Path

@@ -30,6 +30,7 @@
 # residuals.
 
 # %%
+# %matplotlib inline
 import json
 
 import matplotlib.pyplot as plt

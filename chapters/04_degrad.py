@@ -32,6 +32,7 @@
 # then.
 
 # %%
+# %matplotlib inline
 import copy
 import json
 
