@@ -59,6 +59,14 @@ class SpectralConv2d(nn.Module):
         self.register_buffer("u", torch.zeros(0))  # power-iteration vector, (1, C_in, H, W)
         self.register_buffer("sigma", torch.zeros(()))  # last operator-norm estimate
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+        # the power-iteration vector takes the size of the first input: adopt the saved
+        # one's shape so that a checkpoint loads into a freshly built layer
+        saved = state_dict.get(prefix + "u")
+        if saved is not None:
+            self.u = torch.empty_like(saved, device=self.u.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _conv(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, w, padding=self.kernel_size // 2)
 
@@ -199,13 +207,28 @@ class DEGRAD(nn.Module):
     ``forward(d)`` starts at ``A^T d``, finds the fixed point with Anderson acceleration
     under ``torch.no_grad()`` (no graph over the iterations), then attaches the
     gradient with one application of ``T`` at the fixed point: the output is
-    ``T(z_star, d)``, whose backward pass is Jacobian-free backpropagation (eq. 4.1).
-    Statistics of the last solve are in ``last_stats``.
+    ``T(z_star, d)``. Its backward pass is chosen by ``grad_mode`` (see
+    :mod:`jfb_core.gradients`): ``"jfb"`` (eq. 4.1, default), ``"ift"`` (exact implicit
+    gradient, adjoint equation solved to ``backward_tol``), ``"neumann"`` (``neumann_k``
+    extra terms, eq. 4.2) or ``"unrolled"`` (no solve: ``unroll_k`` recorded plain steps
+    from ``A^T d``). Statistics of the last solve are in ``last_stats``, of the last
+    backward in ``last_backward``.
     """
 
     def __init__(self, A: GaussianBlur, f: DnCNN, eta: float = 0.4, m: int = 5, tol: float = 1e-3,
-                 max_iter: int = 50, lam: float = 1e-4) -> None:
+                 max_iter: int = 50, lam: float = 1e-4, grad_mode: str = "jfb", neumann_k: int = 5,
+                 backward_tol: float = 1e-6, backward_max_iter: int = 200, backward_solver: str = "fixed_point",
+                 unroll_k: int = 50) -> None:
         super().__init__()
+        from jfb_core.gradients import GRAD_MODES, IFT_SOLVERS, BackwardStats
+
+        if grad_mode not in GRAD_MODES:
+            raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
+        if backward_solver not in IFT_SOLVERS:
+            raise ValueError(f"backward_solver must be one of {IFT_SOLVERS}, got {backward_solver!r}")
+        self.grad_mode, self.neumann_k, self.unroll_k = grad_mode, neumann_k, unroll_k
+        self.backward_tol, self.backward_max_iter, self.backward_solver = backward_tol, backward_max_iter, backward_solver
+        self.last_backward = BackwardStats()
         if A.padding not in ("zeros", "circular"):
             raise ValueError("DE-GRAD needs a blur with zero or circular padding (so that L <= 1)")
         self.A, self.f = A, f
@@ -239,10 +262,21 @@ class DEGRAD(nn.Module):
         return result
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
+        from jfb_core.gradients import BackwardStats, attach
+
         if self.training and hasattr(self.f, "power_step"):
             self.f.power_step()  # once per step, so T is the same map throughout the solve
+        if self.grad_mode == "unrolled":  # backprop through unroll_k recorded plain steps
+            z = self.A.adjoint(d)
+            for _ in range(self.unroll_k):
+                z = self.T(z, d)
+            return z
         z_star = self.solve(d).z
-        return self.T(z_star.detach(), d)  # JFB: the graph holds one application of T
+        self.last_backward = BackwardStats()
+        # the graph holds one application of T; its backward uses the chosen mode
+        return attach(lambda z: self.T(z, d), z_star, mode=self.grad_mode, neumann_k=self.neumann_k,
+                      tol=self.backward_tol, max_iter=self.backward_max_iter, solver=self.backward_solver,
+                      stats=self.last_backward)
 
 
 def lipschitz_ratio(fn, x: torch.Tensor, n_pairs: int = 16, scale: float = 1e-1, seed: int = 0) -> float:

@@ -122,3 +122,12 @@ def test_paper_batchnorm_makes_T_depend_on_the_batch():
         for model, dependent in ((safe, False), (paper, True)):
             a, b = model.T(z, d)[0], model.T(z_other, d)[0]
             assert (not torch.allclose(a, b, atol=1e-12)) == dependent
+
+
+def test_a_state_dict_loads_into_a_fresh_model_and_gives_the_same_output():
+    model = _degrad().eval()
+    d = torch.rand(2, 3, 12, 12, dtype=torch.float64)
+    out = model(d)
+    fresh = _degrad(seed=5).eval()
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(fresh(d), out, rtol=0, atol=1e-12)
