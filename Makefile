@@ -86,14 +86,15 @@ book-strict: install
 test: install check-sync pytest nbval book-strict
 	@echo "make test: all checks passed"
 
-# Regenerate the committed artefacts in results/ (long on a CPU: about an hour per
+# Regenerate the committed artefacts in results/ (long on a CPU: about 20 minutes per
 # blur setting for the CelebA baselines). Needs CELEBA=/path/to/folder/with/img_align_celeba.
 reproduce: $(STAMP)
 	@test -n "$(CELEBA)" || (echo "usage: make reproduce CELEBA=/path/to/celeba"; exit 2)
-	for blur in 5x5_s1 9x9_var5; do \
+	for blur in 5x5_s1 9x9_var5 5x5_s5; do \
 	  $(BIN)/python -m jfb_core evaluate --preset paper --data "$(CELEBA)" --blur $$blur --n-val 100 || exit 1; \
 	done
 	$(BIN)/python -m jfb_core bench solvers
+	$(BIN)/python -m jfb_core bench memory
 
 clean:
 	rm -rf _build book/_build .cache

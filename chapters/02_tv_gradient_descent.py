@@ -328,7 +328,7 @@ for name, xr in rows.items():
 # The runs above are textbook scale. The same methods, tuned the same way, were
 # run on the paper's CelebA test split (images 8,001 to 10,000, whole
 # 178×218 images resized to 128×128, as the paper did) by the library's command
-# line, for instance
+# line, for all three blur settings, for instance
 #
 # ```bash
 # python -m jfb_core evaluate --preset paper --data /path/to/celeba --blur 9x9_var5
@@ -369,10 +369,12 @@ if not files:
 # (9×9, variance 5), a tuned TV scores about 2.4 dB *above* the paper's TV row in
 # PSNR, but about 0.04 *below* it in SSIM: the Table 2 row was not measured on
 # this data and blur, and the two metrics need not move together (TV's flat,
-# cartoon-like regions cost structural similarity on skin texture). Second,
+# cartoon-like regions cost structural similarity on skin texture). With the 5×5,
+# $\sigma = 5$ blur of Gilton et al.'s code, the setting the row was actually
+# produced with, TV is above the row in both metrics. Second,
 # its best weight sits at the lower edge of the tuning grid (flagged above), so a
-# wider grid could only raise the TV number further; the same holds for Tikhonov
-# with the 5×5 blur. Third, the blur settings give very different numbers for
+# wider grid could only raise the TV number further; the same holds for the
+# flagged Tikhonov rows. Third, the blur settings give very different numbers for
 # the same method; a comparison across settings means nothing unless the setting
 # is stated. Fourth, these are PSNR values on $[0, 1]$; the paper's code computed
 # $-10\log_{10}(\mathrm{MSE})$ on $[-1, 1]$, which reads 6.02 dB lower for the same
