@@ -99,8 +99,8 @@ class SpectralConv2d(nn.Module):
     @torch.no_grad()
     def certify(self, size: tuple[int, int], iters: int = 500, tol: float = 1e-7) -> float:
         """Run the power iteration on a ``size`` input until it settles; store and return sigma."""
-        prev = 0.0
-        for _ in range(iters // 10):
+        prev, sig = 0.0, 0.0
+        for _ in range(max(1, iters // 10)):  # at least one block of 10 steps
             self._power(size, 10)
             sig = float(self.operator_norm())
             if abs(sig - prev) <= tol * sig:
