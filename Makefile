@@ -95,6 +95,7 @@ reproduce: $(STAMP)
 	done
 	$(BIN)/python -m jfb_core bench solvers
 	$(BIN)/python -m jfb_core bench memory
+	$(BIN)/python -m jfb_core bench backward
 
 clean:
 	rm -rf _build book/_build .cache

@@ -140,7 +140,8 @@ def bench_memory(preset: Preset, device: str = "cpu", iterations: tuple[int, ...
     """Memory of one forward + backward of DE-GRAD as the number of forward iterations grows.
 
     ``jfb``: the fixed point is found without a graph (exactly ``K`` Anderson steps)
-    and the gradient flows through one application of ``T``. ``unrolled``: ``K``
+    and the gradient flows through one application of ``T``. ``ift``: the same solve;
+    the backward solves the adjoint equation through a second recorded application of ``T``. ``unrolled``: ``K``
     plain DE-GRAD steps with autograd recording all of them. Reported per ``K``:
     the bytes autograd saved for the backward pass (:class:`SavedTensorMeter`) and,
     on a GPU, the peak CUDA allocation during forward and backward.
@@ -160,15 +161,15 @@ def bench_memory(preset: Preset, device: str = "cpu", iterations: tuple[int, ...
     model(d)  # certify the spectral norms at this size before measuring
     rows = []
     for k in iterations:
-        for mode in ("jfb", "unrolled"):
+        for mode in ("jfb", "ift", "unrolled"):
             model.zero_grad(set_to_none=True)
             if torch.device(device).type == "cuda":
                 torch.cuda.synchronize(device)
                 torch.cuda.reset_peak_memory_stats(device)
                 base = torch.cuda.memory_allocated(device)
             with SavedTensorMeter() as meter:
-                if mode == "jfb":
-                    model.max_iter = k
+                if mode in ("jfb", "ift"):
+                    model.max_iter, model.grad_mode = k, mode
                     out = model(d)
                 else:
                     z = A.adjoint(d)
@@ -187,4 +188,201 @@ def bench_memory(preset: Preset, device: str = "cpu", iterations: tuple[int, ...
             "rows": rows}
 
 
-__all__ = ["SavedTensorMeter", "bench_memory", "bench_solvers", "synchronize", "timed", "tv_fixed_point_map"]
+def plot_backward(result: dict, path: str) -> None:
+    """Three panels from :func:`bench_backward`: step time per method against image size,
+    the step-time ratio to JFB together with JFB's backward over ``t_T``, and memory."""
+    from matplotlib.figure import Figure
+
+    sizes = [r["size"] for r in result["rows"]]
+    methods = list(result["methods"])
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    for name in methods:
+        step = [r["methods"][name]["step_median"] for r in result["rows"]]
+        bwd = [r["methods"][name]["backward_median"] for r in result["rows"]]
+        (line,) = ax1.plot(sizes, step, "o-", label=f"{name}: step")
+        ax1.plot(sizes, bwd, "s--", color=line.get_color(), alpha=0.6, label=f"{name}: backward")
+        if name != "jfb" and "step_ratio_to_jfb" in result["rows"][0]:
+            ax2.plot(sizes, [r["step_ratio_to_jfb"][name] for r in result["rows"]], "o-", color=line.get_color(),
+                     label=f"{name} step / JFB step")
+        mem = [r["methods"][name]["cuda_peak_bytes"] or r["methods"][name]["saved_bytes"] for r in result["rows"]]
+        ax3.plot(sizes, [m / 2**20 for m in mem], "o-", color=line.get_color(), label=name)
+    ax1.plot(sizes, [r["t_T_forward_backward"] for r in result["rows"]], "k:", label="one T forward+backward")
+    ax1.set(xlabel="image side (pixels)", ylabel="median seconds", yscale="log", title="time per training step")
+    ax1.legend(fontsize=7)
+    if "jfb" in methods:
+        ax2.plot(sizes, [r["methods"]["jfb"]["backward_over_t_T"] for r in result["rows"]], "ko--",
+                 label="JFB backward / (T fwd+bwd)")
+    ax2.axhline(1.0, color="grey", lw=0.8)
+    ax2.set(xlabel="image side (pixels)", ylabel="ratio", title="cost ratios")
+    ax2.legend(fontsize=7)
+    gpu = result["rows"][0]["methods"][methods[0]]["cuda_peak_bytes"] is not None
+    ax3.set(xlabel="image side (pixels)", ylabel="MiB",
+            title="peak CUDA allocation in a step" if gpu else "bytes saved by autograd in a step")
+    ax3.legend(fontsize=7)
+    fig.suptitle(f"DE-GRAD training step, batch {result['batch']}, {result['forward_iters']} forward iterations, "
+                 f"depth {result['depth']} width {result['width']}, {result['device']}", fontsize=9)
+    fig.savefig(path, dpi=110)
+
+
+BACKWARD_METHODS = {
+    # name: (grad_mode, backward_solver, human label)
+    "jfb": ("jfb", "fixed_point", "JFB (eq. 4.1)"),
+    "ift_cg": ("ift", "cg_normal", "IFT, CG on the normal equations (the paper's route)"),
+    "ift_fp": ("ift", "fixed_point", "IFT, fixed-point iteration on the adjoint equation"),
+    "neumann": ("neumann", "fixed_point", "Neumann series, k extra terms (eq. 4.2)"),
+}
+
+
+def _bench_batch(size: int, batch: int, seed: int, data: str | None, device: str) -> tuple[torch.Tensor, str]:
+    """A fixed batch of ``batch`` images at ``size`` x ``size``: CelebA when ``data`` is given
+    (the first images of the paper's training range), else the bundled training photographs."""
+    from jfb_core.data import CelebAFolder, bundled_images
+
+    if data:
+        ds = CelebAFolder(data, "train", size=size, subset="paper", limit=batch)
+        return torch.stack([ds[i] for i in range(len(ds))]).to(device), f"CelebA paper train images 1-{len(ds)}"
+    return bundled_images("train", size, n=batch, seed=seed).to(device), "bundled training photographs"
+
+
+def _peak_start(device: str) -> int:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return torch.cuda.memory_allocated(device)
+    return 0
+
+
+def _peak_bytes(device: str, base: int) -> int | None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    return None
+
+
+def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] | None = None,
+                   batch: int | None = None, repeats: int | None = None, warmup: int = 2,
+                   forward_iters: int = 20, methods: tuple[str, ...] = ("jfb", "ift_cg", "ift_fp"),
+                   backward_tol: float = 1e-4, backward_max_iter: int = 200, neumann_k: int = 5,
+                   data: str | None = None, lr: float = 1e-5,
+                   progress: Callable[[str], None] | None = None) -> dict:
+    """Time one training step of DE-GRAD per backward mode (the paper's Fig. 2, made fair).
+
+    Protocol: per square image size, one fixed batch; every method gets its own copy
+    of the same initial model and its own Adam optimiser; the forward solve runs
+    exactly ``forward_iters`` Anderson iterations for every method (tolerance
+    disabled), so only the backward differs; ``warmup`` untimed steps, then
+    ``repeats`` timed steps, with ``torch.cuda.synchronize`` before every clock
+    reading on a GPU. A step is split into *forward* (the fixed-point solve under
+    ``no_grad``), *backward* (one recorded application of ``T`` and
+    ``loss.backward()``, which for IFT includes the adjoint solve) and *optimizer*
+    (``Adam.step``). Also per size: the median time of one forward + backward
+    pass of ``T`` alone (``t_T``: the floor of any backward through the fixed
+    point), the adjoint solver's iterations, and memory: bytes saved by autograd in
+    the step (:class:`SavedTensorMeter`; any device) and the peak CUDA allocation
+    during the step on a GPU. Medians are reported; all samples are kept.
+    """
+    import copy
+
+    from jfb_core.data import measure
+    from jfb_core.models import DEGRAD, DnCNN
+    from jfb_core.operators import blur_from_setting
+
+    unknown = sorted(set(methods) - set(BACKWARD_METHODS))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; available: {sorted(BACKWARD_METHODS)}")
+    if forward_iters < 1 or warmup < 0:
+        raise ValueError("forward_iters must be >= 1 and warmup >= 0")
+    sizes = tuple(sizes or preset.bench_sizes)
+    batch = batch or preset.bench_batch
+    repeats = repeats or preset.bench_repeats
+    say = progress or (lambda msg: None)
+    A = blur_from_setting(preset.blur, padding=preset.padding)
+    rows, source = [], ""
+    for size in sizes:
+        x, source = _bench_batch(size, batch, preset.seed, data, device)
+        d = measure(A, x, preset.noise_std, seed=preset.seed)
+        torch.manual_seed(preset.seed)
+        f = DnCNN(preset.depth, preset.width, lipschitz=preset.lipschitz).to(device)
+        base = DEGRAD(A, f, eta=preset.eta, m=preset.anderson_m, tol=1e-30, max_iter=forward_iters,
+                      backward_tol=backward_tol, backward_max_iter=backward_max_iter, neumann_k=neumann_k).to(device)
+        base.eval()
+        with torch.no_grad():
+            base(d)  # certify the spectral norms at this size once, before copying
+        base.train()
+        # the floor: one forward + backward of T at a point, with the same graph as JFB
+        z_fixed = base.solve(d).z
+
+        def t_pass() -> None:
+            base.zero_grad(set_to_none=True)
+            ((base.T(z_fixed, d) - x) ** 2).mean().backward()
+
+        t_T = statistics.median(timed(t_pass, device, repeats=repeats, warmup=warmup))
+        row = {"size": size, "t_T_forward_backward": t_T, "methods": {}}
+        for name in methods:
+            mode, solver, _ = BACKWARD_METHODS[name]
+            model = copy.deepcopy(base)
+            model.grad_mode, model.backward_solver = mode, solver
+            opt = torch.optim.Adam(model.parameters(), lr=lr)
+            samples: dict[str, list] = {"forward": [], "backward": [], "optimizer": [], "step": [],
+                                        "backward_iterations": [], "forward_nfe": []}
+            saved, peak = 0, None
+            for rep in range(warmup + repeats):
+                opt.zero_grad(set_to_none=True)
+                mark = _peak_start(device)
+                synchronize(device)
+                t0 = time.perf_counter()
+                model.f.power_step()  # as DEGRAD.forward does in training mode
+                z_star = model.solve(d).z
+                synchronize(device)
+                t1 = time.perf_counter()
+                with SavedTensorMeter() as meter:
+                    out = model.attach_gradient(z_star, d)
+                    loss = ((out - x) ** 2).mean()
+                loss.backward()
+                synchronize(device)
+                t2 = time.perf_counter()
+                opt.step()
+                synchronize(device)
+                t3 = time.perf_counter()
+                if rep < warmup:
+                    continue
+                samples["forward"].append(t1 - t0)
+                samples["backward"].append(t2 - t1)
+                samples["optimizer"].append(t3 - t2)
+                samples["step"].append(t3 - t0)
+                samples["backward_iterations"].append(model.last_backward.iterations)
+                samples["forward_nfe"].append(model.last_stats.nfe)
+                saved = max(saved, meter.bytes)
+                p = _peak_bytes(device, mark)
+                peak = p if peak is None else max(peak, p or 0)
+            med = {k: statistics.median(samples[k]) for k in ("forward", "backward", "optimizer", "step")}
+            row["methods"][name] = {
+                **{f"{k}_median": v for k, v in med.items()},
+                "backward_over_t_T": med["backward"] / t_T,
+                "backward_iterations_median": statistics.median(samples["backward_iterations"]),
+                "forward_nfe": samples["forward_nfe"][-1],
+                "saved_bytes": saved,
+                "cuda_peak_bytes": peak,
+                "samples": samples,
+            }
+            say(f"size {size:4d} {name:>8}: step {med['step'] * 1e3:9.1f} ms (forward {med['forward'] * 1e3:8.1f}, "
+                f"backward {med['backward'] * 1e3:8.1f}, optimizer {med['optimizer'] * 1e3:6.1f}), "
+                f"backward iterations {row['methods'][name]['backward_iterations_median']:g}")
+        if "jfb" in row["methods"]:
+            jfb_step = row["methods"]["jfb"]["step_median"]
+            row["step_ratio_to_jfb"] = {k: v["step_median"] / jfb_step for k, v in row["methods"].items()}
+        rows.append(row)
+    return {"sizes": list(sizes), "batch": batch, "repeats": repeats, "warmup": warmup,
+            "forward_iters": forward_iters, "methods": {k: BACKWARD_METHODS[k][2] for k in methods},
+            "backward_tol": backward_tol, "backward_max_iter": backward_max_iter, "neumann_k": neumann_k,
+            "depth": preset.depth, "width": preset.width, "blur": preset.blur, "device": device,
+            "images": source, "adam_lr": lr,
+            "memory_measure": "saved_bytes: distinct tensor storages autograd saved during the step's recorded "
+                              "part (work vectors of the adjoint solve are not included); cuda_peak_bytes: peak "
+                              "CUDA allocation above the step's starting allocation (GPU only)",
+            "rows": rows}
+
+
+__all__ = ["BACKWARD_METHODS", "SavedTensorMeter", "bench_backward", "bench_memory", "bench_solvers", "plot_backward",
+           "synchronize", "timed", "tv_fixed_point_map"]

@@ -108,7 +108,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARKS = ("solvers", "memory")
+BENCHMARKS = ("solvers", "memory", "backward")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -132,10 +132,32 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         result = bench.bench_memory(preset, device=device, size=args.size, batch=args.batch)
         for r in result["rows"]:
             print(f"{r['mode']:>9} K={r['iterations']:4d}: {r['saved_bytes'] / 2**20:9.2f} MiB saved for backward")
+    elif args.which == "backward":
+        print(f"bench backward: preset {preset.name}, device {device}", file=sys.stderr, flush=True)
+        sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else None
+        if args.size:
+            sizes = (args.size,)
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        t0 = time.perf_counter()
+        result = bench.bench_backward(preset, device=device, sizes=sizes, batch=args.batch, repeats=args.repeats,
+                                      forward_iters=args.forward_iters, methods=methods,
+                                      backward_tol=args.backward_tol, backward_max_iter=args.backward_max_iter,
+                                      data=args.data,
+                                      progress=lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}",
+                                                               file=sys.stderr, flush=True))
+        for r in result["rows"]:
+            ratios = ", ".join(f"{k}/jfb {v:.2f}" for k, v in r.get("step_ratio_to_jfb", {}).items() if k != "jfb")
+            jfb = r["methods"].get("jfb")
+            floor = f"; JFB backward = {jfb['backward_over_t_T']:.2f} x (T fwd+bwd)" if jfb else ""
+            print(f"size {r['size']:4d}: {ratios}{floor}")
     result["provenance"] = provenance(config=preset.to_dict(), device=device)
     out = args.out or f"results/bench/{args.which}_{preset.name}_{torch_device_kind(device)}.json"
     write_json(out, result)
     print(f"wrote {out}")
+    if args.which == "backward":
+        png = out[:-5] + ".png" if out.endswith(".json") else out + ".png"
+        bench.plot_backward(result, png)
+        print(f"wrote {png}")
     return 0
 
 
@@ -191,6 +213,14 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--batch", type=int, default=None, help="batch size (default: the preset's)")
     be.add_argument("--repeats", type=int, default=None, help="timed repetitions (default: the preset's)")
     be.add_argument("--out", default=None, help="output JSON (default: results/bench/...)")
+    be.add_argument("--sizes", default=None, help="backward: comma-separated image sides (default: the preset's)")
+    be.add_argument("--methods", default="jfb,ift_cg,ift_fp",
+                    help="backward: comma-separated methods among jfb, ift_cg, ift_fp, neumann")
+    be.add_argument("--forward-iters", type=int, default=20,
+                    help="backward: Anderson iterations of every forward solve (the same for all methods)")
+    be.add_argument("--backward-tol", type=float, default=1e-4, help="backward: relative tolerance of the adjoint solve")
+    be.add_argument("--backward-max-iter", type=int, default=200, help="backward: iteration cap of the adjoint solve")
+    be.add_argument("--data", default=None, help="backward: CelebA folder for the fixed batch (default: bundled images)")
     return parser
 
 

@@ -262,8 +262,6 @@ class DEGRAD(nn.Module):
         return result
 
     def forward(self, d: torch.Tensor) -> torch.Tensor:
-        from jfb_core.gradients import BackwardStats, attach
-
         if self.training and hasattr(self.f, "power_step"):
             self.f.power_step()  # once per step, so T is the same map throughout the solve
         if self.grad_mode == "unrolled":  # backprop through unroll_k recorded plain steps
@@ -272,6 +270,17 @@ class DEGRAD(nn.Module):
                 z = self.T(z, d)
             return z
         z_star = self.solve(d).z
+        return self.attach_gradient(z_star, d)
+
+    def attach_gradient(self, z_star: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """``T(z_star, d)`` recorded once, with the backward of ``grad_mode`` (not ``"unrolled"``).
+
+        The second half of :meth:`forward`, exposed so that benchmarks can time the
+        solve and the gradient separately while running exactly the same code."""
+        from jfb_core.gradients import BackwardStats, attach
+
+        if self.grad_mode == "unrolled":
+            raise ValueError("attach_gradient is for jfb, ift and neumann; unrolled records its own steps")
         self.last_backward = BackwardStats()
         # the graph holds one application of T; its backward uses the chosen mode
         return attach(lambda z: self.T(z, d), z_star, mode=self.grad_mode, neumann_k=self.neumann_k,

@@ -2,7 +2,11 @@
 
 import torch
 
-from jfb_core.bench import SavedTensorMeter, bench_memory, bench_solvers
+import json
+
+import pytest
+
+from jfb_core.bench import SavedTensorMeter, bench_backward, bench_memory, bench_solvers
 from jfb_core.config import get_preset
 
 
@@ -22,7 +26,10 @@ def test_jfb_memory_is_constant_and_unrolled_memory_grows_linearly():
     r = bench_memory(preset, iterations=(2, 4, 8), size=16, batch=1)
     jfb = [row["saved_bytes"] for row in r["rows"] if row["mode"] == "jfb"]
     unrolled = [row["saved_bytes"] for row in r["rows"] if row["mode"] == "unrolled"]
-    assert len(set(jfb)) == 1
+    ift = [row["saved_bytes"] for row in r["rows"] if row["mode"] == "ift"]
+    assert len(set(jfb)) == 1 and len(set(ift)) == 1
+    # IFT records T twice (output and adjoint products), JFB once, unrolled K times
+    assert jfb[0] < ift[0] < unrolled[1]
     # affine in K: the same bytes for every extra recorded step
     per_step = (unrolled[1] - unrolled[0]) / 2
     assert per_step > 0 and unrolled[2] - unrolled[1] == 4 * per_step
@@ -37,3 +44,29 @@ def test_bench_solvers_reports_both_solvers_at_the_same_tolerance():
     assert max(fp["final_residual_max"], aa["final_residual_max"]) <= 1e-4
     assert aa["nfe"] < fp["nfe"]
     assert len(aa["residual_history_mean"]) == aa["nfe"]
+
+
+def test_bench_backward_runs_every_method_with_the_same_forward_work():
+    preset = get_preset("fast", depth=3, width=4)
+    r = bench_backward(preset, sizes=(8, 16), batch=2, repeats=2, warmup=1, forward_iters=6,
+                       methods=("jfb", "ift_cg", "ift_fp", "neumann"), backward_tol=1e-6, neumann_k=3)
+    assert [row["size"] for row in r["rows"]] == [8, 16]
+    for row in r["rows"]:
+        ms = row["methods"]
+        assert {m["forward_nfe"] for m in ms.values()} == {7}  # tolerance disabled: T(x0) and then exactly 6 iterations
+        assert ms["jfb"]["backward_iterations_median"] == 0
+        assert ms["neumann"]["backward_iterations_median"] == 3
+        assert ms["ift_cg"]["backward_iterations_median"] > 0 and ms["ift_fp"]["backward_iterations_median"] > 1
+        for m in ms.values():
+            assert len(m["samples"]["step"]) == 2
+            parts = m["forward_median"] + m["backward_median"] + m["optimizer_median"]
+            assert m["step_median"] == pytest.approx(parts, rel=1e-9)  # median of 2 = mean: the parts add up
+            assert m["saved_bytes"] > 0
+        assert ms["jfb"]["saved_bytes"] < ms["ift_fp"]["saved_bytes"]
+        assert row["step_ratio_to_jfb"]["jfb"] == 1.0
+    json.dumps(r)  # JSON-ready
+
+
+def test_bench_backward_rejects_unknown_methods():
+    with pytest.raises(ValueError, match="unknown method"):
+        bench_backward(get_preset("fast"), sizes=(8,), methods=("jfb", "magic"))
