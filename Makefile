@@ -88,6 +88,10 @@ test: install check-sync pytest nbval book-strict
 
 # Regenerate the committed artefacts in results/ (long on a CPU: about 20 minutes per
 # blur setting for the CelebA baselines). Needs CELEBA=/path/to/folder/with/img_align_celeba.
+CACHE64 ?= runs/celeba_paper_64.pt
+TRAIN64 = --preset fast --size 64 --data-cache $(CACHE64) --blur 9x9_var5 --n-train 8000 --pretrain-epochs 2 \
+	--epochs 2 --lr 1e-3 --n-eval 200 --eval-every 100
+
 reproduce: $(STAMP)
 	@test -n "$(CELEBA)" || (echo "usage: make reproduce CELEBA=/path/to/celeba"; exit 2)
 	for blur in 5x5_s1 9x9_var5 5x5_s5; do \
@@ -96,6 +100,18 @@ reproduce: $(STAMP)
 	$(BIN)/python -m jfb_core bench solvers
 	$(BIN)/python -m jfb_core bench memory
 	$(BIN)/python -m jfb_core bench backward
+	$(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 64 --out "$(CACHE64)"
+	for mode in jfb ift; do \
+	  $(BIN)/python -m jfb_core train $(TRAIN64) --grad-mode $$mode --out runs/celeba64_9x9_var5_$$mode || exit 1; \
+	  mkdir -p results/train/celeba64_9x9_var5_$$mode; \
+	  cp runs/celeba64_9x9_var5_$$mode/log.json results/train/celeba64_9x9_var5_$$mode/; \
+	  $(BIN)/python -c "from jfb_core.train import slim_checkpoint as s; s('runs/celeba64_9x9_var5_'+'$$mode'+'/checkpoint.pt', 'results/train/celeba64_9x9_var5_'+'$$mode'+'/checkpoint.pt')"; \
+	done
+	$(BIN)/python -m jfb_core evaluate --preset paper --data "$(CELEBA)" --size 64 --blur 9x9_var5 --n-val 100 \
+	  --methods direct,tv,pnp,degrad_ift,degrad_jfb --tv-grid 1.25e-4,2.5e-4,5e-4,1e-3,2e-3 \
+	  --checkpoint degrad_jfb=results/train/celeba64_9x9_var5_jfb/checkpoint.pt \
+	  --checkpoint degrad_ift=results/train/celeba64_9x9_var5_ift/checkpoint.pt \
+	  --grid 6 --out results/eval/celeba-paper-test_64px_9x9_var5.json
 
 clean:
 	rm -rf _build book/_build .cache

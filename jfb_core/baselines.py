@@ -172,5 +172,25 @@ def tune_weight(reconstruct: Callable[[float], torch.Tensor], x_val: torch.Tenso
     return TuningResult(best=float(weights[best]), weights=[float(w) for w in weights], psnr=scores)
 
 
-__all__ = ["TVResult", "TuningResult", "direct_inverse", "tikhonov", "tune_weight",
+def pnp_pgd(A: GaussianBlur, d: torch.Tensor, denoiser: Callable[[torch.Tensor], torch.Tensor], step: float = 1.0,
+            max_iter: int = 50, tol: float = 1e-4, x0: torch.Tensor | None = None) -> torch.Tensor:
+    """Plug-and-Play proximal gradient: ``x <- D(x - step * A^T (A x - d))``, from ``A^T d``.
+
+    ``D`` is a learned denoiser in place of the proximal map of a regulariser
+    (Venkatakrishnan et al.). With ``step <= 2 / L`` the gradient step is
+    non-expansive, so a contractive ``D`` (a spectrally normalised DnCNN) makes the
+    whole map a contraction. Stops when every sample's relative change is below ``tol``.
+    """
+    x = A.adjoint(d) if x0 is None else x0
+    with torch.no_grad():
+        for _ in range(max_iter):
+            x_new = denoiser(x - step * A.adjoint(A(x) - d))
+            change = (x_new - x).flatten(1).norm(dim=1) / x_new.flatten(1).norm(dim=1).clamp_min(1e-12)
+            x = x_new
+            if bool((change <= tol).all()):
+                break
+    return x
+
+
+__all__ = ["pnp_pgd", "TVResult", "TuningResult", "direct_inverse", "tikhonov", "tune_weight",
            "tv_gradient_descent", "tv_objective"]

@@ -53,9 +53,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                    ("image_size", args.size)) if v is not None}
     preset = preset.replace(**overrides) if overrides else preset
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(set(methods) - set(CLASSICAL_METHODS))
+    extra, learned_config = _learned_methods(args, preset, methods)
+    unknown = sorted(set(methods) - set(CLASSICAL_METHODS) - set(extra))
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; available: {list(CLASSICAL_METHODS)}")
+        raise ValueError(f"unknown method(s) {unknown}; available: {list(CLASSICAL_METHODS)}, 'pnp' (needs "
+                         f"--checkpoint) and the names given with --checkpoint")
     dataset = "celeba" if args.data else preset.dataset
     size, bs = preset.image_size, args.batch_size
     if dataset == "celeba":
@@ -87,17 +89,35 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 yield [100_000 + start + i for i in range(len(batch))], batch
 
         test = Split("bundled-test", images, size, f"bundled test photographs, {len(x_test)} crops of {size}x{size}")
+    from jfb_core.evaluate import ClassicalSettings
+
+    settings = ClassicalSettings()
+    if args.tv_grid:
+        settings.tv_grid = tuple(float(w) for w in args.tv_grid.split(","))
     t0 = time.perf_counter()
     result = evaluate_classical(methods, preset.blur, preset.padding, preset.noise_std, val, test,
                                 seed=args.seed, device=args.device,
                                 progress=lambda msg: print(f"[{time.perf_counter() - t0:7.1f} s] {msg}",
-                                                           file=sys.stderr, flush=True))
+                                                           file=sys.stderr, flush=True),
+                                extra=extra, keep=args.grid, settings=settings)
+    images = result.pop("_images", None)
     result["wall_seconds"] = time.perf_counter() - t0
+    result["learned"] = learned_config
     result["provenance"] = provenance(config={**preset.to_dict(), "methods": methods, "subset": args.subset,
                                               "split": args.split, "n_val": args.n_val, "seed": args.seed},
                                       device=args.device)
     out = args.out or f"results/baselines/{test.name}_{preset.blur}_{preset.padding}.json"
     write_json(out, result)
+    if images is not None:
+        from jfb_core.evaluate import plot_grid
+
+        names = {"truth": "ground truth", "measured": "noisy blurred", "direct": "direct inverse",
+                 "tikhonov": "Tikhonov", "tv": "gradient descent, TV", "pnp": "Plug-and-Play"}
+        labels = {k: names.get(k, k) for k in ["truth", "measured", *methods]}
+        png = out[:-5] + "_grid.png" if out.endswith(".json") else out + "_grid.png"
+        plot_grid(images, labels, png, title=f"{test.name}, {preset.blur}, noise {preset.noise_std}, "
+                                              f"{preset.image_size}x{preset.image_size}")
+        print(f"wrote {png}")
     print(f"{'method':>10} {'weight':>8} {'PSNR (dB)':>10} {'SSIM':>7}")
     m = result["measurement"]
     print(f"{'measured':>10} {'':>8} {m['psnr_mean']:10.2f} {m['ssim_mean']:7.3f}")
@@ -106,6 +126,38 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{name:>10} {w:>8} {r['psnr_mean']:10.2f} {r['ssim_mean']:7.3f}")
     print(f"wrote {out}")
     return 0
+
+
+def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
+    """Reconstructors from ``--checkpoint NAME=PATH`` (DE-GRAD) and ``pnp`` (the first checkpoint's denoiser)."""
+    from jfb_core.baselines import pnp_pgd
+    from jfb_core.models import DnCNN
+    from jfb_core.train import DATA_KEYS, check_compatible, load_checkpoint
+
+    extra, config = {}, {}
+    first = None
+    for spec in args.checkpoint or []:
+        name, _, path = spec.rpartition("=")
+        model, ckpt = load_checkpoint(path, args.device)
+        name = name or f"degrad_{model.grad_mode}"
+        check_compatible(ckpt["config"], {**ckpt["config"], **preset.to_dict()},
+                         keys=DATA_KEYS, what=f"evaluate {path}")
+        extra[name] = (lambda d, w=None, model=model: model(d), None)
+        config[name] = {"checkpoint": path, "epoch": ckpt["epoch"], "train_seconds": ckpt["train_seconds"],
+                        "grad_mode": ckpt["config"]["grad_mode"], "final_log": ckpt["log"][-1] if ckpt["log"] else None}
+        first = first or (model, ckpt, path)
+    if "pnp" in methods:
+        if first is None or first[1].get("denoiser") is None:
+            raise ValueError("pnp needs --checkpoint of a run with pretraining (its denoiser is used)")
+        model, ckpt, path = first
+        f = DnCNN(model.f.depth, model.f.channels, lipschitz=model.f.lipschitz).to(args.device)
+        f.load_state_dict(ckpt["denoiser"])
+        f.eval()
+        A = model.A
+        extra["pnp"] = (lambda d, step, f=f, A=A: pnp_pgd(A, d, f, step=step), (0.5, 1.0, 1.5))
+        config["pnp"] = {"denoiser_from": path, "scheme": "proximal gradient, step tuned on validation",
+                         "pretrain_noise": ckpt["config"].get("pretrain_noise")}
+    return extra, config
 
 
 BENCHMARKS = ("solvers", "memory", "backward")
@@ -161,6 +213,106 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from jfb_core.data import prepare_celeba
+
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    out = args.out or f"{args.data.rstrip('/')}/jfb_cache_{args.subset}_{args.size}.pt"
+    bar = tqdm(total=None, unit="img", desc="decoding", file=sys.stderr, mininterval=5)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    summary = prepare_celeba(args.data, out, size=args.size, subset=args.subset, splits=splits, limit=args.limit,
+                             progress=progress)
+    bar.close()
+    counts = ", ".join(f"{k}: {v}" for k, v in summary["counts"].items())
+    print(f"wrote {summary['path']} ({summary['bytes'] / 2**20:.1f} MiB; {counts}; "
+          f"{len(summary['skipped'])} unreadable file(s) skipped)")
+    for line in summary["skipped"][:10]:
+        print(f"  skipped {line}", file=sys.stderr)
+    return 0
+
+
+TRAIN_OVERRIDES = ("epochs", "pretrain_epochs", "n_train", "batch_size", "lr", "seed", "blur", "eta", "depth",
+                   "width", "tol", "max_iter", "lipschitz")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from jfb_core.config import get_preset
+    from jfb_core.train import TrainingDiverged, TrainOptions, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
+    if args.size is not None:
+        overrides["image_size"] = args.size
+    if args.data_cache:
+        overrides["dataset"] = "celeba"
+    preset = get_preset(args.preset, **overrides)
+    options = TrainOptions(grad_mode=args.grad_mode, neumann_k=args.neumann_k, unroll_k=args.unroll_k,
+                           backward_tol=args.backward_tol, backward_max_iter=args.backward_max_iter,
+                           backward_solver=args.backward_solver, n_eval=args.n_eval, data_cache=args.data_cache,
+                           amp=args.amp, max_steps=args.max_steps, eval_every=args.eval_every)
+    if preset.dataset == "celeba" and not args.data_cache:
+        raise ValueError("the preset trains on CelebA: pass --data-cache FILE made by "
+                         "`python -m jfb_core prepare --data /path/to/celeba`")
+    device = args.device or ("cuda" if preset.device == "cuda" else "cpu")
+    out = args.out or f"runs/{preset.name}_{options.grad_mode}"
+    rank = int(__import__("os").environ.get("RANK", "0"))
+    bars: dict[str, tqdm] = {}
+
+    def progress(p: dict) -> None:
+        if rank != 0:
+            return
+        phase = p["phase"]
+        if phase == "resume":
+            print(f"resuming from epoch {p['epoch']} ({p['steps']} steps done)", file=sys.stderr)
+        elif phase in ("pretrain", "train"):
+            key = f"{phase}{p['epoch']}"
+            if key not in bars:
+                for b in bars.values():
+                    b.close()
+                bars.clear()
+                total = p["total"] if phase == "pretrain" else p["batches"]
+                bars[key] = tqdm(total=total, desc=f"{phase} epoch {p['epoch']}", file=sys.stderr, mininterval=5)
+            bar = bars[key]
+            bar.update((p["done"] if phase == "pretrain" else p["batch"]) - bar.n)
+            post = {"loss": f"{p['loss']:.2e}"}
+            if p.get("iterations") is not None:
+                post["its"] = f"{p['iterations']:.1f}"
+            if p.get("backward_iterations"):
+                post["bwd"] = p["backward_iterations"]
+            bar.set_postfix(post)
+        elif phase == "epoch":
+            for b in bars.values():
+                b.close()
+            bars.clear()
+            its = "" if p["test_iterations"] is None else f", solver iterations {p['test_iterations']:.1f}"
+            print(f"epoch {p['epoch']}: train loss {p['train_loss']:.3e}, test loss {p['test_loss']:.3e}, "
+                  f"test PSNR {p['test_psnr']:.2f} dB{its}, eta {p['eta']:.3f}, "
+                  f"{p['train_seconds']:.0f} s training", file=sys.stderr, flush=True)
+
+    try:
+        result = train(preset, options, out, device=device, resume=args.resume, progress=progress)
+    except TrainingDiverged as exc:
+        print(f"error: training stopped: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        for b in bars.values():
+            b.close()
+    if rank == 0:
+        print(f"{result.stopped}: {len(result.log)} epoch(s) logged; checkpoint {result.checkpoint}, "
+              f"log {out}/log.json")
+    return 0
+
+
 def torch_device_kind(device: str) -> str:
     return "gpu" if device.startswith("cuda") else "cpu"
 
@@ -183,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {"info": _cmd_info,
                                                                  "evaluate": _cmd_evaluate,
-                                                                 "bench": _cmd_bench}
+                                                                 "bench": _cmd_bench,
+                                                                 "prepare": _cmd_prepare,
+                                                                 "train": _cmd_train}
     subs = {}
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -206,6 +360,38 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="noise seed (per image: seed and image number)")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--out", default=None, help="output JSON (default: results/baselines/...)")
+    ev.add_argument("--checkpoint", action="append", default=None, metavar="[NAME=]PATH",
+                    help="a trained DE-GRAD checkpoint to score as method NAME (repeatable; list NAME in --methods)")
+    ev.add_argument("--tv-grid", default=None, help="comma-separated TV weights to tune over (default: 5e-4..4e-3)")
+    ev.add_argument("--grid", type=int, default=0, help="also write a PNG grid of the first N test images")
+    pr = subs["prepare"]
+    pr.add_argument("--data", required=True, help="CelebA folder holding img_align_celeba/")
+    pr.add_argument("--out", default=None, help="cache file (default: DATA/jfb_cache_SUBSET_SIZE.pt)")
+    pr.add_argument("--size", type=int, default=128, help="image side after resizing (default 128)")
+    pr.add_argument("--subset", choices=["paper", "official"], default="paper",
+                    help="the paper's 10,000 images (8,000/2,000) or the official split")
+    pr.add_argument("--splits", default="train,test", help="comma-separated splits to store")
+    pr.add_argument("--limit", type=int, default=None, help="keep the first N images of each split")
+    tr = subs["train"]
+    tr.add_argument("--grad-mode", choices=["jfb", "ift", "neumann", "unrolled"], default="jfb")
+    tr.add_argument("--data-cache", default=None, help="cache file from `prepare` (default: the bundled images)")
+    tr.add_argument("--out", default=None, help="run folder for checkpoint.pt and log.json (default runs/PRESET_MODE)")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.add_argument("--device", default=None, help="cpu or cuda (default: the preset's)")
+    tr.add_argument("--size", type=int, default=None, help="image side (default: the preset's)")
+    for name in TRAIN_OVERRIDES:
+        kind = str if name == "blur" else (float if name in ("lr", "eta", "tol", "lipschitz") else int)
+        tr.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"override the preset's {name}")
+    tr.add_argument("--neumann-k", type=int, default=5)
+    tr.add_argument("--unroll-k", type=int, default=20)
+    tr.add_argument("--backward-tol", type=float, default=1e-4)
+    tr.add_argument("--backward-max-iter", type=int, default=200)
+    tr.add_argument("--backward-solver", choices=["fixed_point", "cg_normal"], default="fixed_point")
+    tr.add_argument("--n-eval", type=int, default=64, help="test images scored after every epoch (at most the preset's n_test)")
+    tr.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps in all")
+    tr.add_argument("--eval-every", type=int, default=0, help="also score the eval images every N steps")
+    tr.add_argument("--amp", action="store_true", help="bfloat16 autocast on a GPU")
+    tr.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     be = subs["bench"]
     be.add_argument("which", choices=BENCHMARKS, help="what to measure")
     be.add_argument("--device", default=None, help="cpu or cuda (default: the preset's, cpu for 'fast')")

@@ -295,6 +295,49 @@ def measure(A: GaussianBlur, x: torch.Tensor, noise_std: float, seed: int = 0,
     return out
 
 
+# ---------------------------------------------------------------------- compact cache
+
+def prepare_celeba(root: str | os.PathLike[str] | None, out: str | os.PathLike[str], size: int = 128,
+                   subset: str = "paper", splits: Sequence[str] = ("train", "test"),
+                   limit: int | None = None, progress=None) -> dict:
+    """Decode and resize CelebA once into one file: ``uint8`` images ``(N, 3, size, size)``.
+
+    The file (``torch.save``) holds ``images``, ``ids`` (CelebA image numbers),
+    ``splits`` (split name -> indices into ``images``), ``size``, ``subset``,
+    ``skipped`` (files that could not be decoded: skipped and counted, never
+    silently) and ``source``. Written atomically. ``limit`` keeps the first
+    images of each split. ``progress(done, total)`` is called as images are read.
+    Returns a summary (counts per split, skipped files, bytes).
+    """
+    from jfb_core.train import save_atomic
+
+    datasets = {s: CelebAFolder(root, s, size=size, subset=subset, limit=limit) for s in splits}
+    total = sum(len(ds) for ds in datasets.values())
+    images, ids, index, skipped, done = [], [], {}, [], 0
+    for name, ds in datasets.items():
+        rows = []
+        for path in ds.files:
+            done += 1
+            try:
+                img = load_image(path, size)
+            except ValueError as exc:
+                skipped.append(f"{path.name}: {exc}")
+                continue
+            rows.append(len(images))
+            images.append((img * 255).round().clamp(0, 255).to(torch.uint8))
+            ids.append(int(path.stem))
+            if progress:
+                progress(done, total)
+        if not rows:
+            raise ValueError(f"no readable image in the {subset} {name} split of {ds.directory}")
+        index[name] = torch.tensor(rows, dtype=torch.long)
+    cache = {"images": torch.stack(images), "ids": torch.tensor(ids, dtype=torch.long), "splits": index,
+             "size": int(size), "subset": subset, "skipped": skipped, "source": str(find_celeba_images(root))}
+    path = save_atomic(cache, out)
+    return {"path": str(path), "counts": {k: len(v) for k, v in index.items()}, "skipped": skipped,
+            "bytes": path.stat().st_size}
+
+
 __all__ = ["BUNDLED_PHOTOS", "CELEBA_ENV", "CELEBA_OFFICIAL", "CELEBA_PAPER", "CelebAFolder",
            "Photo", "SPLITS", "bundled_images", "bundled_photo", "find_celeba_images",
-           "iterate_batches", "load_image", "measure", "photo_names"]
+           "iterate_batches", "load_image", "measure", "photo_names", "prepare_celeba"]

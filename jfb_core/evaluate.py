@@ -85,8 +85,14 @@ class MethodResult:
 def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_std: float,
                        val: tuple[list[int], torch.Tensor], test: Split, seed: int = 0,
                        settings: ClassicalSettings | None = None, device: str = "cpu",
-                       progress: Callable[[str], None] | None = None) -> dict:
+                       progress: Callable[[str], None] | None = None,
+                       extra: dict[str, tuple[Callable, tuple | None]] | None = None,
+                       keep: int = 0) -> dict:
     """Tune each method on ``val`` (ids, images), then score it on every test image.
+
+    ``extra`` adds methods by name: ``(rec(d, weight), grid or None)``, e.g. trained
+    DE-GRAD networks or Plug-and-Play. ``keep > 0`` also returns (not as JSON) the
+    first ``keep`` test images, measurements and reconstructions under ``"_images"``.
 
     Returns a JSON-ready dict with per-method means, standard deviations, the tuning
     tables and per-image values (rounded), plus the settings used.
@@ -99,8 +105,11 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
     val_ids, x_val = val
     x_val = x_val.to(device)
     d_val = measure(A, x_val, noise_std, seed=seed, indices=val_ids)
-    recs = {m: make_reconstructor(m, A, settings) for m in methods}
+    extra = extra or {}
+    recs = {m: extra[m][0] if m in extra else make_reconstructor(m, A, settings) for m in methods}
     grids = {"tikhonov": settings.tikhonov_grid, "tv": settings.tv_grid}
+    grids.update({m: g for m, (_, g) in extra.items() if g is not None})
+    kept: dict[str, list[torch.Tensor]] = {"truth": [], "measured": [], **{m: [] for m in methods}}
     weights: dict[str, float | None] = {}
     tuning: dict[str, dict | None] = {}
     for m in methods:
@@ -120,10 +129,17 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
         per_ids += list(ids)
         measured["psnr"] += psnr(d, x, reduction="none").tolist()
         measured["ssim"] += ssim(d, x, reduction="none").tolist()
+        room = keep - sum(len(t) for t in kept["truth"])
+        if room > 0:
+            kept["truth"].append(x[:room].cpu())
+            kept["measured"].append(d[:room].cpu())
         for m in methods:
             t0 = time.perf_counter()
-            x_hat = recs[m](d, weights[m])
+            with torch.no_grad():
+                x_hat = recs[m](d, weights[m])
             seconds[m] += time.perf_counter() - t0
+            if room > 0:
+                kept[m].append(x_hat[:room].cpu())
             per[m]["psnr"] += psnr(x_hat, x, reduction="none").tolist()
             per[m]["ssim"] += ssim(x_hat, x, reduction="none").tolist()
         say(f"{len(per_ids)} test images done")
@@ -139,7 +155,7 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
                            per_image={k: [round(v, 4) for v in vals] for k, vals in per[m].items()},
                            **summary(per[m]))
         out[m] = asdict(res)
-    return {
+    result = {
         "blur": {"name": blur, "kernel_size": BLURS[blur].kernel_size, "sigma": BLURS[blur].sigma,
                  "description": BLURS[blur].description, "padding": padding},
         "noise_std": noise_std,
@@ -151,7 +167,31 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
         "methods": out,
         "settings": asdict(settings),
     }
+    if keep:
+        result["_images"] = {k: torch.cat(v) for k, v in kept.items() if v}
+    return result
+
+
+def plot_grid(images: dict[str, torch.Tensor], labels: dict[str, str], path: str, title: str = "") -> None:
+    """Rows of images, one row per entry of ``labels`` (the paper's Table 1 layout), columns = test images."""
+    from matplotlib.figure import Figure
+
+    rows = [k for k in labels if k in images]
+    n = images[rows[0]].shape[0]
+    fig = Figure(figsize=(1.6 * n + 1.6, 1.6 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), n, squeeze=False)
+    for i, key in enumerate(rows):
+        for j in range(n):
+            ax = axes[i][j]
+            ax.imshow(images[key][j].clamp(0, 1).permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(labels[key], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.savefig(path, dpi=100)
 
 
 __all__ = ["CLASSICAL_METHODS", "ClassicalSettings", "MethodResult", "Split", "evaluate_classical",
-           "make_reconstructor"]
+           "make_reconstructor", "plot_grid"]

@@ -1,0 +1,160 @@
+"""Training: the loop learns, checkpoints resume exactly, bad input fails clearly, DDP runs."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import jfb_core.data
+from jfb_core.config import get_preset
+from jfb_core.train import (ConfigMismatch, TrainingDiverged, TrainOptions, load_cache, load_checkpoint, train)
+
+TINY = dict(image_size=16, depth=3, width=4, n_train=16, n_test=8, batch_size=4, pretrain_epochs=1, lr=1e-3,
+            max_iter=20)
+
+
+def _preset(**kw):
+    return get_preset("fast", **{**TINY, **kw})
+
+
+def _params(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_training_lowers_the_loss_and_writes_log_and_checkpoint(tmp_path):
+    result = train(_preset(epochs=3, n_train=32), TrainOptions(n_eval=8), tmp_path)
+    log = json.loads((tmp_path / "log.json").read_text())["log"]
+    assert [r["epoch"] for r in log] == [1, 2, 3] == [r["epoch"] for r in result.log]
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    assert all(r["train_iterations"] > 0 and r["train_seconds"] > 0 for r in log)
+    model, ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["epoch"] == 3 and model.grad_mode == "jfb" and ckpt["denoiser"] is not None
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    torch.set_num_threads(1)
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(_preset(epochs=2), TrainOptions(n_eval=4), full)
+    train(_preset(epochs=1), TrainOptions(n_eval=4), part)
+    res = train(_preset(epochs=2), TrainOptions(n_eval=4), part, resume=True)
+    assert [r["epoch"] for r in res.log] == [1, 2]
+    a, _ = load_checkpoint(full / "checkpoint.pt")
+    b, _ = load_checkpoint(part / "checkpoint.pt")
+    torch.testing.assert_close(_params(a), _params(b), rtol=0, atol=0)
+
+
+def test_resume_refuses_another_configuration(tmp_path):
+    train(_preset(epochs=1), TrainOptions(n_eval=4), tmp_path)
+    with pytest.raises(ConfigMismatch, match="width"):
+        train(_preset(epochs=2, width=6), TrainOptions(n_eval=4), tmp_path, resume=True)
+    with pytest.raises(ConfigMismatch, match="grad_mode"):
+        train(_preset(epochs=2), TrainOptions(grad_mode="ift", n_eval=4), tmp_path, resume=True)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    train(_preset(epochs=1), TrainOptions(n_eval=4), tmp_path)
+    good = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
+    real = jfb_core.data.measure
+    monkeypatch.setattr(jfb_core.data, "measure", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(TrainingDiverged, match="last good epoch"):
+        train(_preset(epochs=2), TrainOptions(n_eval=4), tmp_path, resume=True)
+    kept = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert kept["epoch"] == 1
+    for k, v in good.items():
+        torch.testing.assert_close(kept["model"][k], v, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["ift", "neumann", "unrolled"])
+def test_every_backward_mode_trains(tmp_path, mode):
+    res = train(_preset(epochs=1, pretrain_epochs=0), TrainOptions(grad_mode=mode, n_eval=4, unroll_k=5), tmp_path)
+    assert np.isfinite(res.log[0]["train_loss"])
+    if mode == "ift":
+        assert res.log[0]["backward_iterations"] > 0
+
+
+def _fake_celeba(root, numbers, corrupt=()):
+    folder = root / "img_align_celeba"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for n in numbers:
+        Image.fromarray(rng.integers(0, 256, (218, 178, 3), dtype=np.uint8)).save(folder / f"{n:06d}.jpg")
+    for n in corrupt:
+        (folder / f"{n:06d}.jpg").write_bytes(b"not a jpeg")
+
+
+def test_prepare_caches_splits_and_counts_unreadable_files(tmp_path):
+    _fake_celeba(tmp_path / "celeba", [1, 2, 3, 8001, 8002], corrupt=[4])
+    out = tmp_path / "cache.pt"
+    summary = jfb_core.data.prepare_celeba(tmp_path / "celeba", out, size=16)
+    assert summary["counts"] == {"train": 3, "test": 2}
+    assert len(summary["skipped"]) == 1 and "000004.jpg" in summary["skipped"][0]
+    cache = load_cache(out)
+    assert cache["images"].dtype == torch.uint8 and cache["images"].shape == (5, 3, 16, 16)
+    assert cache["ids"][cache["splits"]["test"]].tolist() == [8001, 8002]
+    direct = jfb_core.data.load_image(tmp_path / "celeba/img_align_celeba/000002.jpg", 16)
+    assert float((cache["images"][1].float() / 255 - direct).abs().max()) <= 0.5 / 255 + 1e-6
+    # training reads it; a cache of another size is refused with a clear message
+    res = train(_preset(epochs=1, pretrain_epochs=0, n_train=3, dataset="celeba"),
+                TrainOptions(n_eval=2, data_cache=str(out)), tmp_path / "run")
+    assert len(res.log) == 1
+    with pytest.raises(ConfigMismatch, match="16x16"):
+        train(_preset(image_size=8, dataset="celeba"), TrainOptions(data_cache=str(out)), tmp_path / "run2")
+
+
+def test_missing_or_empty_data_is_a_clear_error(tmp_path, capsys):
+    from jfb_core.cli import main
+
+    assert main(["prepare", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty" / "img_align_celeba").mkdir(parents=True)
+    assert main(["prepare", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "c.pt")]) == 2
+    assert "no CelebA images" in capsys.readouterr().err
+    assert main(["train", "--data-cache", str(tmp_path / "missing.pt")]) == 2
+    assert "prepare" in capsys.readouterr().err
+
+
+def test_ddp_under_torchrun_on_two_cpu_processes(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "jfb_core", "train", "--preset", "fast", "--size", "16", "--depth", "3", "--width", "4",
+           "--n-train", "16", "--batch-size", "4", "--epochs", "1", "--pretrain-epochs", "0", "--n-eval", "4",
+           "--threads", "1", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = json.loads((tmp_path / "log.json").read_text())["log"]
+    assert log[0]["world_size"] == 2 and log[0]["steps"] == 2  # 4 batches shared by 2 ranks
+
+
+def test_pnp_reaches_the_fixed_point_of_a_contractive_denoiser():
+    from jfb_core.baselines import pnp_pgd
+    from jfb_core.operators import blur_from_setting
+
+    A = blur_from_setting("5x5_s1")
+    g = torch.Generator().manual_seed(0)
+    d = torch.rand(2, 3, 12, 12, generator=g, dtype=torch.float64)
+    D = lambda z: 0.5 * z + 0.1  # noqa: E731  a 0.5-Lipschitz "denoiser"
+    x = pnp_pgd(A, d, D, step=1.0, max_iter=500, tol=1e-14)
+    residual = D(x - A.adjoint(A(x) - d)) - x
+    assert float(residual.abs().max()) < 1e-10
+
+
+def test_evaluate_scores_checkpoints_and_pnp_and_writes_a_grid(tmp_path, capsys):
+    from jfb_core.cli import main
+
+    run = tmp_path / "run"
+    train(_preset(epochs=1), TrainOptions(n_eval=4), run)
+    out = tmp_path / "ev.json"
+    argv = ["evaluate", "--preset", "fast", "--size", "16", "--methods", "direct,pnp,jfb_net", "--limit", "4",
+            "--n-val", "4", "--checkpoint", f"jfb_net={run / 'checkpoint.pt'}", "--grid", "2", "--out", str(out)]
+    assert main(argv) == 0
+    res = json.loads(out.read_text())
+    assert set(res["methods"]) == {"direct", "pnp", "jfb_net"}
+    assert res["methods"]["pnp"]["weight"] in (0.5, 1.0, 1.5) and len(res["methods"]["jfb_net"]["per_image"]["psnr"]) == 4
+    assert res["learned"]["jfb_net"]["grad_mode"] == "jfb"
+    assert (tmp_path / "ev_grid.png").stat().st_size > 5_000
+    # a checkpoint made for another blur is refused by name
+    assert main([*argv[:-2], "--blur", "9x9_var5", "--out", str(tmp_path / "x.json")]) == 2
+    assert "blur" in capsys.readouterr().err
