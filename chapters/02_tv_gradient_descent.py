@@ -345,7 +345,7 @@ for name, xr in rows.items():
 from jfb_core.provenance import command_line, find_results_dir
 
 results_dir = find_results_dir() / "baselines"
-files = sorted(results_dir.glob("celeba-paper-test_*.json"))
+files = sorted(p for p in results_dir.glob("celeba-paper-test_*_zeros.json"))  # the 128x128 runs
 print(f"{'blur':>9} {'method':>9} {'weight':>7} {'PSNR':>7} {'SSIM':>6}  images  device")
 edges = []
 for f in files:
