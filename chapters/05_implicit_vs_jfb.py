@@ -116,7 +116,7 @@ print(f"preset {preset.name}: {preset.image_size}x{preset.image_size} images, ne
 # right-hand side from $T_\Theta$ solves a different system, runs without error,
 # and returns a plausible-looking vector. The paper's public code got this
 # right-hand side wrong. The library computes $(I - J)g$ as `g - jvp(g)`
-# ({py:func}`jfb_core.gradients.adjoint_solve_cg_normal`). Below, both versions are
+# (`jfb_core.gradients.adjoint_solve_cg_normal`). Below, both versions are
 # compared with the truth, on a problem small enough to form $J$ densely.
 
 # %%
@@ -402,7 +402,7 @@ plt.show()
 #
 # The paper times one parameter update for a batch of 16 images at sizes 16 to
 # 128 (Section 5.3). A fair timing needs more care than it may seem, and `python
-# -m jfb_core bench backward` ({py:func}`jfb_core.bench.bench_backward`) builds it in:
+# -m jfb_core bench backward` (`jfb_core.bench.bench_backward`) builds it in:
 #
 # * **the same forward work** for every method: the solver's tolerance is
 #   disabled and every method runs exactly the same number of Anderson

@@ -93,7 +93,7 @@ for step in range(24):
 #
 # ## The library's training loop
 #
-# {py:func}`jfb_core.train.train` runs Algorithm 4.1 with, in addition:
+# `jfb_core.train.train` runs Algorithm 4.1 with, in addition:
 #
 # * pretraining of $f_\Theta$ as a denoiser (kept in the checkpoint, and reused as
 #   the Plug-and-Play denoiser in chapter 7);
