@@ -30,6 +30,7 @@
 # %%
 # %matplotlib inline
 import json
+import tempfile
 
 import matplotlib.pyplot as plt
 import torch
@@ -114,8 +115,6 @@ for step in range(24):
 # --grad-mode jfb --out runs/fast_jfb`. A short live run at the `fast` preset:
 
 # %% tags=["nbval-ignore-output"]
-import tempfile  # noqa: E402
-
 run_dir = tempfile.mkdtemp(prefix="jfb_fast_")
 live = train(preset.replace(epochs=3, n_train=128), TrainOptions(grad_mode="jfb", n_eval=32), run_dir)
 for row in live.log:
@@ -142,7 +141,8 @@ for row in live.log:
 #   over the 8,000 training images, with the test images scored every 100 steps;
 # * **step size** $\eta$ initialised at 0.4 (chapter 4 explains why not $10^{-3}$).
 #
-# The exact command is in `results/README.md`.
+# The exact command is in `results/README.md`. The second epoch shared the CPU with
+# another job, so the training time printed below overstates what the run needs on its own.
 
 # %%
 results = find_results_dir()

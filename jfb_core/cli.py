@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Callable, Sequence
@@ -219,7 +220,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     from jfb_core.data import prepare_celeba
 
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
-    out = args.out or f"{args.data.rstrip('/')}/jfb_cache_{args.subset}_{args.size}.pt"
+    out = args.out or f"runs/celeba_{args.subset}_{args.size}.pt"
     bar = tqdm(total=None, unit="img", desc="decoding", file=sys.stderr, mininterval=5)
 
     def progress(done: int, total: int) -> None:
@@ -265,7 +266,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                          "`python -m jfb_core prepare --data /path/to/celeba`")
     device = args.device or ("cuda" if preset.device == "cuda" else "cpu")
     out = args.out or f"runs/{preset.name}_{options.grad_mode}"
-    rank = int(__import__("os").environ.get("RANK", "0"))
+    rank = int(os.environ.get("RANK", "0"))
     bars: dict[str, tqdm] = {}
 
     def progress(p: dict) -> None:
@@ -366,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--grid", type=int, default=0, help="also write a PNG grid of the first N test images")
     pr = subs["prepare"]
     pr.add_argument("--data", required=True, help="CelebA folder holding img_align_celeba/")
-    pr.add_argument("--out", default=None, help="cache file (default: DATA/jfb_cache_SUBSET_SIZE.pt)")
+    pr.add_argument("--out", default=None, help="cache file (default: runs/celeba_SUBSET_SIZE.pt)")
     pr.add_argument("--size", type=int, default=128, help="image side after resizing (default 128)")
     pr.add_argument("--subset", choices=["paper", "official"], default="paper",
                     help="the paper's 10,000 images (8,000/2,000) or the official split")

@@ -94,12 +94,15 @@ def load_cache(path: str | os.PathLike[str]) -> dict[str, Any]:
     return cache
 
 
-def split_images(preset: Preset, options: TrainOptions, split: str, n: int | None) -> tuple[torch.Tensor, list[int]]:
-    """``(images, ids)`` of a split: float32 in [0, 1], ``(N, 3, S, S)``; ids seed the noise."""
+def split_images(preset: Preset, options: TrainOptions, split: str, n: int | None,
+                 cache: dict[str, Any] | None = None) -> tuple[torch.Tensor, list[int]]:
+    """``(images, ids)`` of a split: float32 in [0, 1], ``(N, 3, S, S)``; ids seed the noise.
+
+    ``cache``: the already loaded ``options.data_cache`` (read from disk when not given)."""
     from jfb_core.data import bundled_images
 
     if options.data_cache:
-        cache = load_cache(options.data_cache)
+        cache = cache if cache is not None else load_cache(options.data_cache)
         if cache["size"] != preset.image_size:
             raise ConfigMismatch(f"cache {options.data_cache} holds {cache['size']}x{cache['size']} images, "
                                  f"the configuration asks for {preset.image_size}; run prepare with --size "
@@ -261,8 +264,11 @@ def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str]
     torch.manual_seed(preset.seed)
     model = build_model(preset, options, device)
     opt = torch.optim.Adam(model.parameters(), lr=preset.lr)
-    x_train, id_train = split_images(preset, options, "train", preset.n_train)
-    x_eval, id_eval = split_images(preset, options, "test", min(options.n_eval, preset.n_test or options.n_eval))
+    cache = load_cache(options.data_cache) if options.data_cache else None  # read once for both splits
+    x_train, id_train = split_images(preset, options, "train", preset.n_train, cache)
+    x_eval, id_eval = split_images(preset, options, "test", min(options.n_eval, preset.n_test or options.n_eval),
+                                   cache)
+    del cache
     A = model.A
     log: list[dict[str, Any]] = []
     curve: list[dict[str, Any]] = []  # (steps, training seconds, test PSNR) every eval_every steps
