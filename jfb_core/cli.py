@@ -239,7 +239,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 TRAIN_OVERRIDES = ("epochs", "pretrain_epochs", "n_train", "batch_size", "lr", "seed", "blur", "eta", "depth",
-                   "width", "tol", "max_iter", "lipschitz")
+                   "width", "tol", "max_iter", "lipschitz", "alpha")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default=None, help="cpu or cuda (default: the preset's)")
     tr.add_argument("--size", type=int, default=None, help="image side (default: the preset's)")
     for name in TRAIN_OVERRIDES:
-        kind = str if name == "blur" else (float if name in ("lr", "eta", "tol", "lipschitz") else int)
+        kind = str if name == "blur" else (float if name in ("lr", "eta", "tol", "lipschitz", "alpha") else int)
         tr.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"override the preset's {name}")
     tr.add_argument("--neumann-k", type=int, default=5)
     tr.add_argument("--unroll-k", type=int, default=20)

@@ -43,7 +43,7 @@ from jfb_core.gradients import GRAD_MODES
 
 # configuration keys that must match for a checkpoint to be resumed or evaluated
 DATA_KEYS = ("image_size", "channels", "blur", "padding", "noise_std")  # must match to evaluate a checkpoint
-MODEL_KEYS = DATA_KEYS + ("depth", "width", "lipschitz")
+MODEL_KEYS = DATA_KEYS + ("depth", "width", "lipschitz", "alpha")
 RESUME_KEYS = MODEL_KEYS + ("dataset", "grad_mode", "neumann_k", "unroll_k", "n_train", "batch_size", "lr", "seed",
                             "data_cache")
 
@@ -132,7 +132,7 @@ def build_model(preset: Preset, options: TrainOptions, device: str = "cpu"):
     model = DEGRAD(A, f, eta=preset.eta, m=preset.anderson_m, tol=preset.tol, max_iter=preset.max_iter,
                    grad_mode=options.grad_mode, neumann_k=options.neumann_k, unroll_k=options.unroll_k,
                    backward_tol=options.backward_tol, backward_max_iter=options.backward_max_iter,
-                   backward_solver=options.backward_solver)
+                   backward_solver=options.backward_solver, alpha=preset.alpha)
     return model.to(device)
 
 
@@ -141,7 +141,10 @@ def run_config(preset: Preset, options: TrainOptions) -> dict[str, Any]:
 
 
 def check_compatible(saved: dict[str, Any], current: dict[str, Any], keys=RESUME_KEYS, what: str = "resume") -> None:
-    diff = {k: (saved.get(k), current.get(k)) for k in keys if saved.get(k) != current.get(k)}
+    # a key missing from an older checkpoint's configuration had the field's default then
+    defaults = {f.name: f.default for f in dataclasses.fields(Preset) if f.default is not dataclasses.MISSING}
+    diff = {k: (saved.get(k, defaults.get(k)), current.get(k)) for k in keys
+            if saved.get(k, defaults.get(k)) != current.get(k)}
     if diff:
         lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
         raise ConfigMismatch(f"cannot {what}: the checkpoint was made with another configuration ({lines})")
