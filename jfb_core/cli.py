@@ -239,7 +239,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 TRAIN_OVERRIDES = ("epochs", "pretrain_epochs", "n_train", "batch_size", "lr", "seed", "blur", "eta", "depth",
-                   "width", "tol", "max_iter", "lipschitz", "alpha")
+                   "width", "tol", "max_iter", "lipschitz", "rho")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -297,7 +297,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             bars.clear()
             its = "" if p["test_iterations"] is None else f", solver iterations {p['test_iterations']:.1f}"
             print(f"epoch {p['epoch']}: train loss {p['train_loss']:.3e}, test loss {p['test_loss']:.3e}, "
-                  f"test PSNR {p['test_psnr']:.2f} dB{its}, eta {p['eta']:.3f}, "
+                  f"test PSNR {p['test_psnr']:.2f} dB{its}, eta {p['eta']:.3f}, rho {p['rho']:.4f}, "
                   f"{p['train_seconds']:.0f} s training", file=sys.stderr, flush=True)
 
     try:
@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default=None, help="cpu or cuda (default: the preset's)")
     tr.add_argument("--size", type=int, default=None, help="image side (default: the preset's)")
     for name in TRAIN_OVERRIDES:
-        kind = str if name == "blur" else (float if name in ("lr", "eta", "tol", "lipschitz", "alpha") else int)
+        kind = str if name == "blur" else (float if name in ("lr", "eta", "tol", "lipschitz", "rho") else int)
         tr.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"override the preset's {name}")
     tr.add_argument("--neumann-k", type=int, default=5)
     tr.add_argument("--unroll-k", type=int, default=20)

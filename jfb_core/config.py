@@ -92,8 +92,8 @@ class Preset:
     bench_repeats: int
     seed: int = 0
     device: str = "cpu"
-    # initial weight of the regulariser, S = alpha (I - f); 1 means S = I - f, nothing learned
-    alpha: float = 1.0
+    # initial weight of the regulariser, S = rho (I - f); 1 means S = I - f, nothing learned
+    rho: float = 1.0
 
     def __post_init__(self) -> None:
         if self.dataset not in ("bundled", "celeba"):
@@ -113,8 +113,8 @@ class Preset:
             raise ValueError("noise_std must be >= 0 and tol, lr, eta must be > 0")
         if not 0 < self.lipschitz:
             raise ValueError(f"lipschitz must be positive, got {self.lipschitz}")
-        if not 0 < self.alpha <= 1:
-            raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
+        if not 0 < self.rho <= 1:
+            raise ValueError(f"rho must be in (0, 1], got {self.rho}")
 
     @property
     def blur_setting(self) -> BlurSetting:

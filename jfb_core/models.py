@@ -11,13 +11,13 @@ Conventions
   ``gamma = 1 - eta (1 + mu) + eta eps < 1`` for ``0 < eta < 1 / (L + 1)``.
   (Using a spectrally normalised network directly as ``S`` would not: ``S - I``
   could then have Lipschitz constant near 2.)
-* Optionally the regulariser carries a trainable weight ``alpha`` in ``(0, 1)``:
-  ``S(z) = alpha (z - f(z))``. This is the same form with the network
-  ``(1 - alpha) I + alpha f``, whose Lipschitz constant is at most
-  ``1 - alpha (1 - eps) < 1``, so Theorem 3.1 still applies, with
-  ``gamma = 1 - eta (mu + alpha (1 - eps))``. Why it matters: ``S`` is then
-  ``alpha (1 - eps)``-strongly monotone, a Tikhonov-like floor under the
-  regularisation; with ``alpha = 1`` and ``eps = 0.9`` that floor (0.1) is ten
+* Optionally the regulariser carries a trainable weight ``rho`` in ``(0, 1)``:
+  ``S(z) = rho (z - f(z))``. This is the same form with the network
+  ``(1 - rho) I + rho f``, whose Lipschitz constant is at most
+  ``1 - rho (1 - eps) < 1``, so Theorem 3.1 still applies, with
+  ``gamma = 1 - eta (mu + rho (1 - eps))``. Why it matters: ``S`` is then
+  ``rho (1 - eps)``-strongly monotone, a Tikhonov-like floor under the
+  regularisation; with ``rho = 1`` and ``eps = 0.9`` that floor (0.1) is ten
   times the weight a tuned Tikhonov uses on CelebA, and the network cannot undo it.
 """
 
@@ -210,9 +210,9 @@ class DEGRAD(nn.Module):
     ``T(z, d) = z - eta * (A^T (A z - d) + S(z))`` with ``S(z) = z - f(z)`` and ``f`` a
     :class:`DnCNN`. ``eta`` is trainable and kept in ``(0, eta_max)`` with
     ``eta_max = 1 / (1 + L)`` (Theorem 3.1's bound; ``L <= 1`` for a normalised blur with
-    zero or circular padding) by ``eta = eta_max * sigmoid(raw)``. With ``alpha < 1`` the
-    regulariser is ``S(z) = alpha (z - f(z))`` with ``alpha = sigmoid(raw)`` trainable
-    and initialised to ``alpha``; ``alpha = 1`` (the default) is ``S = I - f`` exactly,
+    zero or circular padding) by ``eta = eta_max * sigmoid(raw)``. With ``rho < 1`` the
+    regulariser is ``S(z) = rho (z - f(z))`` with ``rho = sigmoid(raw)`` trainable
+    and initialised to ``rho``; ``rho = 1`` (the default) is ``S = I - f`` exactly,
     with no extra parameter.
 
     ``forward(d)`` starts at ``A^T d``, finds the fixed point with Anderson acceleration
@@ -229,7 +229,7 @@ class DEGRAD(nn.Module):
     def __init__(self, A: GaussianBlur, f: DnCNN, eta: float = 0.4, m: int = 5, tol: float = 1e-3,
                  max_iter: int = 50, lam: float = 1e-4, grad_mode: str = "jfb", neumann_k: int = 5,
                  backward_tol: float = 1e-6, backward_max_iter: int = 200, backward_solver: str = "fixed_point",
-                 unroll_k: int = 50, alpha: float = 1.0) -> None:
+                 unroll_k: int = 50, rho: float = 1.0) -> None:
         super().__init__()
         from jfb_core.gradients import GRAD_MODES, IFT_SOLVERS, BackwardStats
 
@@ -248,9 +248,9 @@ class DEGRAD(nn.Module):
             raise ValueError(f"eta must be in (0, {self.eta_max}) for Theorem 3.1, got {eta}")
         p = eta / self.eta_max
         self.eta_raw = nn.Parameter(torch.tensor(math.log(p / (1 - p))))
-        if not 0 < alpha <= 1:
-            raise ValueError(f"alpha must be in (0, 1], got {alpha}")
-        self.alpha_raw = nn.Parameter(torch.tensor(math.log(alpha / (1 - alpha)))) if alpha < 1 else None
+        if not 0 < rho <= 1:
+            raise ValueError(f"rho must be in (0, 1], got {rho}")
+        self.rho_raw = nn.Parameter(torch.tensor(math.log(rho / (1 - rho)))) if rho < 1 else None
         self.m, self.tol, self.max_iter, self.lam = m, tol, max_iter, lam
         self.last_stats = SolveStats()
 
@@ -259,16 +259,16 @@ class DEGRAD(nn.Module):
         return self.eta_max * torch.sigmoid(self.eta_raw)
 
     @property
-    def alpha(self) -> torch.Tensor:
-        """The regularisation weight: ``sigmoid(alpha_raw)``, or exactly 1 without ``alpha_raw``."""
-        if self.alpha_raw is None:
+    def rho(self) -> torch.Tensor:
+        """The regularisation weight: ``sigmoid(rho_raw)``, or exactly 1 without ``rho_raw``."""
+        if self.rho_raw is None:
             return torch.ones((), device=self.eta_raw.device, dtype=self.eta_raw.dtype)
-        return torch.sigmoid(self.alpha_raw)
+        return torch.sigmoid(self.rho_raw)
 
     def S(self, z: torch.Tensor) -> torch.Tensor:
-        """The learned regulariser ``S(z) = alpha (z - f(z))`` (``z - f(z)`` when ``alpha = 1``)."""
+        """The learned regulariser ``S(z) = rho (z - f(z))`` (``z - f(z)`` when ``rho = 1``)."""
         r = z - self.f(z)
-        return r if self.alpha_raw is None else self.alpha * r
+        return r if self.rho_raw is None else self.rho * r
 
     def T(self, z: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         """One DE-GRAD step (eq. 3.5)."""

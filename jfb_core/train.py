@@ -43,7 +43,7 @@ from jfb_core.gradients import GRAD_MODES
 
 # configuration keys that must match for a checkpoint to be resumed or evaluated
 DATA_KEYS = ("image_size", "channels", "blur", "padding", "noise_std")  # must match to evaluate a checkpoint
-MODEL_KEYS = DATA_KEYS + ("depth", "width", "lipschitz", "alpha")
+MODEL_KEYS = DATA_KEYS + ("depth", "width", "lipschitz", "rho")
 RESUME_KEYS = MODEL_KEYS + ("dataset", "grad_mode", "neumann_k", "unroll_k", "n_train", "batch_size", "lr", "seed",
                             "data_cache")
 
@@ -132,7 +132,7 @@ def build_model(preset: Preset, options: TrainOptions, device: str = "cpu"):
     model = DEGRAD(A, f, eta=preset.eta, m=preset.anderson_m, tol=preset.tol, max_iter=preset.max_iter,
                    grad_mode=options.grad_mode, neumann_k=options.neumann_k, unroll_k=options.unroll_k,
                    backward_tol=options.backward_tol, backward_max_iter=options.backward_max_iter,
-                   backward_solver=options.backward_solver, alpha=preset.alpha)
+                   backward_solver=options.backward_solver, rho=preset.rho)
     return model.to(device)
 
 
@@ -308,7 +308,7 @@ def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str]
         batches = [order[s:s + preset.batch_size] for s in range(0, len(order), preset.batch_size)]
         batches = batches[rank::world]
         model.train()
-        t_epoch, total, count, iters, biters = time.perf_counter(), 0.0, 0, [], []
+        t_epoch, total, count, iters, biters, bres = time.perf_counter(), 0.0, 0, [], [], []
         for b, idx in enumerate(batches):
             xb = x_train[idx].to(device)
             d = measure(A, xb, preset.noise_std, seed=preset.seed, indices=[id_train[i] for i in idx])
@@ -328,6 +328,8 @@ def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str]
             if options.grad_mode != "unrolled":
                 iters.append(sum(model.last_stats.iterations) / len(model.last_stats.iterations))
                 biters.append(model.last_backward.iterations)
+                if model.last_backward.residual:
+                    bres.append(max(model.last_backward.residual))
             if progress and rank == 0:
                 progress({"phase": "train", "epoch": epoch + 1, "epochs": preset.epochs, "batch": b + 1,
                           "batches": len(batches), "loss": loss.item(), "eta": float(model.eta.detach()),
@@ -354,7 +356,8 @@ def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str]
                    "test_converged_fraction": ev["converged_fraction"],
                    "train_iterations": sum(iters) / len(iters) if iters else None,
                    "backward_iterations": sum(biters) / len(biters) if biters else None,
-                   "eta": float(model.eta.detach()), "train_seconds": train_seconds, "n_eval_images": len(x_eval),
+                   "backward_residual_max": max(bres) if bres else None,
+                   "eta": float(model.eta.detach()), "rho": float(model.rho.detach()), "train_seconds": train_seconds, "n_eval_images": len(x_eval),
                    "world_size": world}
             log.append(row)
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,

@@ -45,10 +45,10 @@ def test_power_iteration_estimate_matches_dense_svd():
     assert abs(sigma - float(dense)) <= 1e-4 * float(dense)
 
 
-def _degrad(seed=0, batchnorm="none", eta=0.4, alpha=1.0):
+def _degrad(seed=0, batchnorm="none", eta=0.4, rho=1.0):
     torch.manual_seed(seed)
     f = DnCNN(depth=4, channels=8, lipschitz=0.9, batchnorm=batchnorm).double()
-    return DEGRAD(blur_from_setting("5x5_s1"), f, eta=eta, tol=1e-6, max_iter=200, alpha=alpha)
+    return DEGRAD(blur_from_setting("5x5_s1"), f, eta=eta, tol=1e-6, max_iter=200, rho=rho)
 
 
 def test_whole_network_is_lipschitz_below_its_target():
@@ -138,24 +138,24 @@ def test_certify_with_a_small_budget_still_returns_an_estimate():
     assert layer.certify((8, 8), iters=3) > 0  # fewer than one block of 10 steps
 
 
-@pytest.mark.parametrize("alpha", [0.05, 0.3])
-def test_weighted_regulariser_keeps_T_a_contraction_with_the_predicted_factor(alpha):
-    model = _degrad(1, alpha=alpha).eval()
+@pytest.mark.parametrize("rho", [0.05, 0.3])
+def test_weighted_regulariser_keeps_T_a_contraction_with_the_predicted_factor(rho):
+    model = _degrad(1, rho=rho).eval()
     d = torch.rand(2, 3, 16, 16, dtype=torch.float64)
     z = torch.rand(2, 3, 16, 16, dtype=torch.float64)
     eta = float(model.eta)
-    gamma = 1 - eta * alpha * (1 - 0.9)  # Theorem 3.1 with eps' = 1 - alpha (1 - eps), mu >= 0
+    gamma = 1 - eta * rho * (1 - 0.9)  # Theorem 3.1 with eps' = 1 - rho (1 - eps), mu >= 0
     T = lambda v: model.T(v, d)  # noqa: E731
     assert lipschitz_power(T, z) < gamma < 1
-    # S = alpha (I - f), exactly
+    # S = rho (I - f), exactly
     with torch.no_grad():
-        torch.testing.assert_close(model.S(z), model.alpha * (z - model.f(z)), rtol=1e-12, atol=1e-12)
-    assert abs(float(model.alpha) - alpha) < 1e-6
+        torch.testing.assert_close(model.S(z), model.rho * (z - model.f(z)), rtol=1e-12, atol=1e-12)
+    assert abs(float(model.rho) - rho) < 1e-6
 
 
-def test_weighted_regulariser_is_strongly_monotone_with_floor_alpha_times_one_minus_eps():
-    # <S(a) - S(b), a - b> >= alpha (1 - eps) ||a - b||^2: the Tikhonov-like floor
-    model = _degrad(2, alpha=0.2).eval()
+def test_weighted_regulariser_is_strongly_monotone_with_floor_rho_times_one_minus_eps():
+    # <S(a) - S(b), a - b> >= rho (1 - eps) ||a - b||^2: the Tikhonov-like floor
+    model = _degrad(2, rho=0.2).eval()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for _ in range(5):
@@ -164,14 +164,14 @@ def test_weighted_regulariser_is_strongly_monotone_with_floor_alpha_times_one_mi
             assert lhs >= 0.2 * (1 - 0.9) * float(((a - b) ** 2).sum()) * (1 - 1e-9)
 
 
-def test_alpha_is_trainable_in_zero_one_and_absent_at_one():
-    model = _degrad(alpha=0.1)
-    assert abs(float(model.alpha) - 0.1) < 1e-6
-    (model.alpha * 3).backward()
-    assert model.alpha_raw.grad is not None
-    plain = _degrad(alpha=1.0)
-    assert plain.alpha_raw is None and float(plain.alpha) == 1.0
-    assert "alpha_raw" not in plain.state_dict()
+def test_rho_is_trainable_in_zero_one_and_absent_at_one():
+    model = _degrad(rho=0.1)
+    assert abs(float(model.rho) - 0.1) < 1e-6
+    (model.rho * 3).backward()
+    assert model.rho_raw.grad is not None
+    plain = _degrad(rho=1.0)
+    assert plain.rho_raw is None and float(plain.rho) == 1.0
+    assert "rho_raw" not in plain.state_dict()
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError):
-            _degrad(alpha=bad)
+            _degrad(rho=bad)
