@@ -141,10 +141,15 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
         name, _, path = spec.rpartition("=")
         model, ckpt = load_checkpoint(path, args.device)
         name = name or f"degrad_{model.grad_mode}"
+        if args.solve_tol is not None:  # solve further than in training, to check the fixed point itself
+            model.tol = args.solve_tol
+        if args.solve_max_iter is not None:
+            model.max_iter = args.solve_max_iter
         check_compatible(ckpt["config"], {**ckpt["config"], **preset.to_dict()},
                          keys=DATA_KEYS, what=f"evaluate {path}")
         extra[name] = (lambda d, w=None, model=model: model(d), None)
         config[name] = {"checkpoint": path, "epoch": ckpt["epoch"], "train_seconds": ckpt["train_seconds"],
+                        "solve_tol": model.tol, "solve_max_iter": model.max_iter,
                         "grad_mode": ckpt["config"]["grad_mode"], "final_log": ckpt["log"][-1] if ckpt["log"] else None}
         first = first or (model, ckpt, path)
     if "pnp" in methods:
@@ -365,6 +370,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a trained DE-GRAD checkpoint to score as method NAME (repeatable; list NAME in --methods)")
     ev.add_argument("--tv-grid", default=None, help="comma-separated TV weights to tune over (default: 5e-4..4e-3)")
     ev.add_argument("--grid", type=int, default=0, help="also write a PNG grid of the first N test images")
+    ev.add_argument("--solve-tol", type=float, default=None,
+                    help="Anderson tolerance for the checkpoints' fixed points (default: the trained one)")
+    ev.add_argument("--solve-max-iter", type=int, default=None,
+                    help="Anderson iteration cap for the checkpoints (default: the trained one)")
     pr = subs["prepare"]
     pr.add_argument("--data", required=True, help="CelebA folder holding img_align_celeba/")
     pr.add_argument("--out", default=None, help="cache file (default: runs/celeba_SUBSET_SIZE.pt)")

@@ -154,7 +154,42 @@ def test_evaluate_scores_checkpoints_and_pnp_and_writes_a_grid(tmp_path, capsys)
     assert set(res["methods"]) == {"direct", "pnp", "jfb_net"}
     assert res["methods"]["pnp"]["weight"] in (0.5, 1.0, 1.5) and len(res["methods"]["jfb_net"]["per_image"]["psnr"]) == 4
     assert res["learned"]["jfb_net"]["grad_mode"] == "jfb"
+    assert res["learned"]["jfb_net"]["solve_tol"] == 1e-3  # the trained tolerance, recorded
     assert (tmp_path / "ev_grid.png").stat().st_size > 5_000
     # a checkpoint made for another blur is refused by name
     assert main([*argv[:-2], "--blur", "9x9_var5", "--out", str(tmp_path / "x.json")]) == 2
     assert "blur" in capsys.readouterr().err
+
+
+def test_a_weighted_regulariser_trains_resumes_and_is_checked_on_resume(tmp_path):
+    train(_preset(epochs=1, rho=0.1), TrainOptions(n_eval=4), tmp_path)
+    model, ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert model.rho_raw is not None and 0 < float(model.rho) < 1 and ckpt["log"][-1]["rho"] == float(model.rho)
+    with pytest.raises(ConfigMismatch, match="rho"):
+        train(_preset(epochs=2, rho=0.2), TrainOptions(n_eval=4), tmp_path, resume=True)
+
+
+def test_a_checkpoint_from_before_rho_existed_means_rho_one(tmp_path):
+    train(_preset(epochs=1), TrainOptions(n_eval=4), tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=False)
+    del ckpt["config"]["rho"]  # as written by the course before the weight was introduced
+    torch.save(ckpt, path)
+    model, _ = load_checkpoint(path)
+    assert model.rho_raw is None
+    assert train(_preset(epochs=2), TrainOptions(n_eval=4), tmp_path, resume=True).log[-1]["epoch"] == 2
+    with pytest.raises(ConfigMismatch, match="rho"):
+        train(_preset(epochs=3, rho=0.5), TrainOptions(n_eval=4), tmp_path, resume=True)
+
+
+def test_evaluate_can_solve_checkpoints_further_than_training_did(tmp_path):
+    from jfb_core.cli import main
+
+    run = tmp_path / "run"
+    train(_preset(epochs=1), TrainOptions(n_eval=4), run)
+    out = tmp_path / "tight.json"
+    assert main(["evaluate", "--preset", "fast", "--size", "16", "--methods", "net", "--limit", "4", "--n-val", "4",
+                 "--checkpoint", f"net={run / 'checkpoint.pt'}", "--solve-tol", "1e-6", "--solve-max-iter", "400",
+                 "--out", str(out)]) == 0
+    learned = json.loads(out.read_text())["learned"]["net"]
+    assert learned["solve_tol"] == 1e-6 and learned["solve_max_iter"] == 400
