@@ -89,29 +89,45 @@ test: install check-sync pytest nbval book-strict
 # Regenerate the committed artefacts in results/ (long on a CPU: about 20 minutes per
 # blur setting for the CelebA baselines). Needs CELEBA=/path/to/folder/with/img_align_celeba.
 CACHE64 ?= runs/celeba_paper_64.pt
-TRAIN64 = --preset fast --size 64 --data-cache $(CACHE64) --blur 9x9_var5 --n-train 8000 --pretrain-epochs 2 \
-	--epochs 2 --lr 1e-3 --n-eval 200 --eval-every 100
+EVAL64  = --preset paper --data "$(CELEBA)" --size 64 --blur 9x9_var5 --n-val 100
+# the first CelebA run (rho = 1, chapter 6's counter-example)
+TRAIN64_RHO1 = --preset fast --size 64 --data-cache $(CACHE64) --blur 9x9_var5 --n-train 8000 \
+	--pretrain-epochs 2 --epochs 2 --lr 1e-3 --n-eval 200 --eval-every 100
+# the JFB and IFT runs of chapters 6-7: weighted regulariser, one CPU thread each, run side by side
+TRAIN64 = --preset fast --size 64 --data-cache $(CACHE64) --blur 9x9_var5 --n-train 8000 --rho 0.02 \
+	--pretrain-epochs 1 --lr 1e-3 --n-eval 64 --eval-every 50 --threads 1 --epochs 4
+SLIM = $(BIN)/python -c "import sys; from jfb_core.train import slim_checkpoint as s; s(sys.argv[1], sys.argv[2])"
 
 reproduce: $(STAMP)
 	@test -n "$(CELEBA)" || (echo "usage: make reproduce CELEBA=/path/to/celeba"; exit 2)
 	for blur in 5x5_s1 9x9_var5 5x5_s5; do \
 	  $(BIN)/python -m jfb_core evaluate --preset paper --data "$(CELEBA)" --blur $$blur --n-val 100 || exit 1; \
 	done
+	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods direct,tv --tv-grid 1.25e-4,2.5e-4,5e-4,1e-3 \
+	  --out results/baselines/celeba-paper-test_9x9_var5_zeros_64px.json
 	$(BIN)/python -m jfb_core bench solvers
 	$(BIN)/python -m jfb_core bench memory
 	$(BIN)/python -m jfb_core bench backward
 	$(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 64 --out "$(CACHE64)"
-	for mode in jfb ift; do \
-	  $(BIN)/python -m jfb_core train $(TRAIN64) --grad-mode $$mode --out runs/celeba64_9x9_var5_$$mode || exit 1; \
-	  mkdir -p results/train/celeba64_9x9_var5_$$mode; \
-	  cp runs/celeba64_9x9_var5_$$mode/log.json results/train/celeba64_9x9_var5_$$mode/; \
-	  $(BIN)/python -c "from jfb_core.train import slim_checkpoint as s; s('runs/celeba64_9x9_var5_'+'$$mode'+'/checkpoint.pt', 'results/train/celeba64_9x9_var5_'+'$$mode'+'/checkpoint.pt')"; \
+	$(BIN)/python -m jfb_core train $(TRAIN64_RHO1) --grad-mode jfb --out runs/celeba64_9x9_var5_rho1_jfb
+	$(BIN)/python -m jfb_core train $(TRAIN64) --grad-mode jfb --out runs/celeba64_9x9_var5_jfb & \
+	$(BIN)/python -m jfb_core train $(TRAIN64) --grad-mode ift --max-steps 600 --backward-max-iter 50 \
+	  --out runs/celeba64_9x9_var5_ift; wait
+	for run in rho1_jfb jfb ift; do \
+	  mkdir -p results/train/celeba64_9x9_var5_$$run; \
+	  cp runs/celeba64_9x9_var5_$$run/log.json results/train/celeba64_9x9_var5_$$run/; \
+	  $(SLIM) runs/celeba64_9x9_var5_$$run/checkpoint.pt results/train/celeba64_9x9_var5_$$run/checkpoint.pt; \
 	done
-	$(BIN)/python -m jfb_core evaluate --preset paper --data "$(CELEBA)" --size 64 --blur 9x9_var5 --n-val 100 \
-	  --methods direct,tv,pnp,degrad_ift,degrad_jfb --tv-grid 1.25e-4,2.5e-4,5e-4,1e-3,2e-3 \
+	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods direct,tv,pnp,degrad_ift,degrad_jfb \
+	  --tv-grid 1.25e-4,2.5e-4,5e-4,1e-3 \
 	  --checkpoint degrad_jfb=results/train/celeba64_9x9_var5_jfb/checkpoint.pt \
 	  --checkpoint degrad_ift=results/train/celeba64_9x9_var5_ift/checkpoint.pt \
 	  --grid 6 --out results/eval/celeba-paper-test_64px_9x9_var5.json
+	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods degrad_ift,degrad_jfb --limit 100 \
+	  --solve-tol 1e-5 --solve-max-iter 500 \
+	  --checkpoint degrad_jfb=results/train/celeba64_9x9_var5_jfb/checkpoint.pt \
+	  --checkpoint degrad_ift=results/train/celeba64_9x9_var5_ift/checkpoint.pt \
+	  --out results/eval/celeba-paper-test_64px_9x9_var5_tight.json
 
 clean:
 	rm -rf _build book/_build .cache
