@@ -103,6 +103,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                 extra=extra, keep=args.grid, settings=settings)
     images = result.pop("_images", None)
     result["wall_seconds"] = time.perf_counter() - t0
+    for cfg in learned_config.values():  # solver statistics over the test images, as means
+        st = cfg.get("solver")
+        if st and st["images"]:
+            cfg["solver"] = {"images": st["images"], "converged_fraction": st["converged"] / st["images"],
+                             "iterations_mean": st["iterations"] / st["images"], "residual_max": st["residual_max"]}
     result["learned"] = learned_config
     result["provenance"] = provenance(config={**preset.to_dict(), "methods": methods, "subset": args.subset,
                                               "split": args.split, "n_val": args.n_val, "seed": args.seed},
@@ -147,9 +152,20 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
             model.max_iter = args.solve_max_iter
         check_compatible(ckpt["config"], {**ckpt["config"], **preset.to_dict()},
                          keys=DATA_KEYS, what=f"evaluate {path}")
-        extra[name] = (lambda d, w=None, model=model: model(d), None)
+        solver = {"images": 0, "converged": 0.0, "iterations": 0, "residual_max": 0.0}
+
+        def rec(d, w=None, model=model, solver=solver):
+            out = model(d)
+            st = model.last_stats  # per-sample statistics of this batch's Anderson solve
+            solver["images"] += len(st.iterations)
+            solver["converged"] += st.converged_fraction * len(st.iterations)
+            solver["iterations"] += sum(st.iterations)
+            solver["residual_max"] = max(solver["residual_max"], max(st.residual))
+            return out
+
+        extra[name] = (rec, None)
         config[name] = {"checkpoint": path, "epoch": ckpt["epoch"], "train_seconds": ckpt["train_seconds"],
-                        "solve_tol": model.tol, "solve_max_iter": model.max_iter,
+                        "solve_tol": model.tol, "solve_max_iter": model.max_iter, "solver": solver,
                         "grad_mode": ckpt["config"]["grad_mode"], "final_log": ckpt["log"][-1] if ckpt["log"] else None}
         first = first or (model, ckpt, path)
     if "pnp" in methods:

@@ -193,3 +193,7 @@ def test_evaluate_can_solve_checkpoints_further_than_training_did(tmp_path):
                  "--out", str(out)]) == 0
     learned = json.loads(out.read_text())["learned"]["net"]
     assert learned["solve_tol"] == 1e-6 and learned["solve_max_iter"] == 400
+    solver = learned["solver"]  # what the solves actually reached on the 4 test images
+    assert solver["images"] == 4 and 0 <= solver["converged_fraction"] <= 1
+    assert solver["iterations_mean"] > 1 and solver["residual_max"] >= 0
+    assert (solver["converged_fraction"] == 1) == (solver["residual_max"] <= 1e-6)
