@@ -118,7 +118,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from jfb_core.evaluate import plot_grid
 
         names = {"truth": "ground truth", "measured": "noisy blurred", "direct": "direct inverse",
-                 "tikhonov": "Tikhonov", "tv": "gradient descent, TV", "pnp": "Plug-and-Play"}
+                 "tikhonov": "Tikhonov", "tv": "gradient descent, TV", "pnp": "Plug-and-Play",
+                 "degrad_jfb": "DE-GRAD, JFB", "degrad_ift": "DE-GRAD, IFT"}
         labels = {k: names.get(k, k) for k in ["truth", "measured", *methods]}
         png = out[:-5] + "_grid.png" if out.endswith(".json") else out + "_grid.png"
         plot_grid(images, labels, png, title=f"{test.name}, {preset.blur}, noise {preset.noise_std}, "
