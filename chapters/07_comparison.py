@@ -1,0 +1,399 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec,jupytext,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Comparison with TV, Plug-and-Play and implicit differentiation
+#
+# The paper's Table 2 {cite:p}`liu2024jfbdeblur` compares DE-GRAD trained with JFB with
+# total variation (TV), Plug-and-Play (PnP) and the Deep Equilibrium model of Gilton
+# et al. {cite:p}`gilton2021deep`, which is DE-GRAD trained with the exact implicit
+# gradient (IFT). This chapter puts the course's own measurements beside that table.
+# Each of them is labelled with the data, blur, image size, network and device that
+# produced it. The chapter then asks a question the paper's timing figure leaves
+# open: how much *training time* does JFB save to reach a given quality? By the end
+# you will be able to read a comparison table critically and check its
+# settings, tuning and convergence. You will also be able to turn per-step timings
+# into time-to-quality.
+#
+# Everything here is loaded from committed artefacts in `results/`. The runs take
+# from minutes to about an hour on a CPU, and `make reproduce CELEBA=...` regenerates
+# them. No number in this chapter is computed on CelebA while the chapter runs.
+
+# %%
+# %matplotlib inline
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from jfb_core.provenance import find_results_dir
+
+results = find_results_dir()
+ev = json.loads((results / "eval" / "celeba-paper-test_64px_9x9_var5.json").read_text())
+base = json.loads((results / "baselines" / "celeba-paper-test_9x9_var5_zeros_64px.json").read_text())
+tight = json.loads((results / "eval" / "celeba-paper-test_64px_9x9_var5_tight.json").read_text())
+runs = {mode: json.loads((results / "train" / f"celeba64_9x9_var5_{mode}" / "log.json").read_text())
+        for mode in ("jfb", "ift")}
+
+# %% [markdown]
+# ## The paper's Table 2
+#
+# The table reports PSNR (dB) and SSIM on the test set for a 9×9 Gaussian blur of
+# variance 5, noise 0.01 and $128 \times 128$ CelebA. The paper quotes the TV,
+# Plug-and-Play and Deep Equilibrium rows from Gilton et al., whose public code
+# blurs with a 5×5 kernel of $\sigma = 5$ (chapter 2). So the rows may not even share
+# a blur, and the TV row has no tuning protocol attached.
+
+# %%
+paper = {"Total Variation": (26.70, 0.90), "Plug-n-Play": (29.77, 0.88), "Deep Equilibrium": (32.43, 0.94),
+         "JFB (paper)": (26.88, 0.91)}
+print(f"{'method (paper, Table 2)':<26} {'PSNR':>6} {'SSIM':>6}")
+for k, (p, s) in paper.items():
+    print(f"{k:<26} {p:6.2f} {s:6.2f}")
+
+# %% [markdown]
+# ## The course's measurements
+#
+# One evaluation scored every method on the same test images with the same noise
+# draw per image (seeded by the image number). Its settings:
+#
+# * **data**: CelebA, the paper's split (test images 8,001 to 10,000), each whole image
+#   resized to $64 \times 64$. This is the size of the CPU training runs of chapter 6;
+#   the paper used $128 \times 128$.
+# * **blur**: 9×9, variance 5, zero padding; noise standard deviation 0.01 on [0, 1];
+#   PSNR and SSIM with data range 1 (the paper's code used $[-1, 1]$, see the notation page).
+# * **TV**: gradient descent with momentum on the smoothed-TV objective. Its weight is
+#   tuned on 100 validation images (the last of the training range), never on the test images.
+# * **Plug-and-Play**: proximal gradient, $x \leftarrow D(x - \tau A^\top(Ax - d))$, with the denoiser
+#   $D$ pretrained on the training split. This is the same network that initialised DE-GRAD,
+#   with Lipschitz constant at most 0.9. The step $\tau$ is tuned on the same validation images.
+# * **DE-GRAD, IFT** and **DE-GRAD, JFB**: the two training runs below. They use the
+#   `fast` network (depth 5, width 32, Lipschitz target 0.9), the weighted regulariser
+#   $S_\Theta = \rho(I - f_\Theta)$ of chapter 6 ($\rho$ trainable, initialised at 0.02), and
+#   one epoch of denoiser pretraining. Both were trained on one CPU thread each, side by side:
+#   JFB for 1,500 steps, IFT for 600 (about the same wall-clock time). The IFT run's adjoint
+#   equation was solved by fixed-point iteration capped at 50 iterations. As shown below,
+#   the cap was hit, so its gradient is a 50-term Neumann approximation, not the exact
+#   implicit gradient of the paper's Deep Equilibrium row. The row is labelled accordingly.
+#
+# The validation images (7,901 to 8,000) lie inside the training range, so the
+# networks and the PnP denoiser have seen them. Only the TV weight and the PnP step are
+# tuned on them, and the test images were never used for any choice.
+#
+# The learned methods and PnP were scored by one evaluation, the direct inverse and
+# TV by the earlier one of chapter 6. Both draw the noise of each image from the same
+# seed and the image number, so they see identical measurements. The cell below checks
+# this, because merging two files is only valid if it holds. The exact commands are in
+# each artefact's `provenance.command` and in `results/README.md`.
+
+# %%
+same_images = base["test"]["ids"] == ev["test"]["ids"]
+same_noise = abs(base["measurement"]["psnr_mean"] - ev["measurement"]["psnr_mean"]) < 1e-9
+print(f"same {len(ev['test']['ids'])} test images: {same_images}; identical measurements "
+      f"(mean PSNR of d {ev['measurement']['psnr_mean']:.4f} dB in both): {same_noise}")
+assert same_images and same_noise
+# the tuned TV weight and PnP step must lie inside their grids (at an edge, the best could lie outside)
+assert base["settings"]["tv_grid"][0] < base["methods"]["tv"]["weight"] < base["settings"]["tv_grid"][-1]
+pnp_grid = ev["methods"]["pnp"]["tuning"]["weights"]
+print(f"TV weight {base['methods']['tv']['weight']:.1e} in grid {base['settings']['tv_grid']}; "
+      f"PnP step {ev['methods']['pnp']['weight']} in grid {pnp_grid}")
+methods = {**base["methods"], **ev["methods"]}
+names = {"direct": "direct inverse", "tv": "Total Variation (tuned)", "pnp": "Plug-and-Play (PGD)",
+         "degrad_ift": "DE-GRAD, IFT (capped)", "degrad_jfb": "DE-GRAD, JFB"}
+env = ev["provenance"]["environment"]
+print(f"{ev['test']['name']}: {ev['test']['n']} test images, {ev['test']['size']}x{ev['test']['size']}, "
+      f"blur {ev['blur']['name']}, noise {ev['noise_std']}, device {env['device']}")
+print(f"{'method (course)':<26} {'PSNR':>6} {'SSIM':>6} {'tuned':>7} {'training (CPU)':>15}")
+m = ev["measurement"]
+print(f"{'measurement d':<26} {m['psnr_mean']:6.2f} {m['ssim_mean']:6.3f}")
+for key, label in names.items():
+    r = methods[key]
+    learned = ev["learned"].get(key, {})
+    t = f"{learned['train_seconds'] / 60:10.1f} min" if "train_seconds" in learned else ""
+    w = "" if r["weight"] is None else f"{r['weight']:.1e}"
+    print(f"{label:<26} {r['psnr_mean']:6.2f} {r['ssim_mean']:6.3f} {w:>7} {t:>15}")
+
+# %% [markdown]
+# The TV weight lies inside its grid. The PnP step lies at the upper edge of its grid,
+# $\{0.5, 1, 1.5\}$. Steps up to $2/L = 2$ keep PnP a contraction, so a wider grid could
+# raise the PnP row somewhat. It would not remove the bias of a contractive denoiser
+# discussed below.
+#
+# ### Side by side
+#
+# The two tables do not share a setting, so the figure below draws them in two
+# panels rather than as paired bars. The paper's rows are at $128 \times 128$ with a blur
+# that may differ from row to row. The course's rows are at $64 \times 64$ with one blur for
+# all. The comparisons that *are* meaningful run within a panel. The paper does not
+# state the data range of its PSNR either. Computed as in its public code
+# ($-10\log_{10}\mathrm{MSE}$ on $[-1, 1]$), its numbers would read 6.02 dB higher on the course's
+# $[0, 1]$ scale (chapter 2). This is one more reason not to pair the panels.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+axes[0].barh(list(paper), [v[0] for v in paper.values()], color="0.6")
+axes[0].set(title="paper, Table 2 (128x128, quoted rows)", xlabel="PSNR (dB)")
+ours = {names[k]: methods[k]["psnr_mean"] for k in ("tv", "pnp", "degrad_ift", "degrad_jfb")}
+axes[1].barh(list(ours), list(ours.values()), color="C0")
+axes[1].set(title="course (CelebA 64x64, 9x9 var 5, CPU)", xlabel="PSNR (dB)")
+for ax, vals in ((axes[0], [v[0] for v in paper.values()]), (axes[1], list(ours.values()))):
+    for i, v in enumerate(vals):
+        ax.text(v + 0.2, i, f"{v:.2f}", va="center", fontsize=8)
+    ax.set_xlim(0, max(vals) + 4)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Reading the numbers
+#
+# The first question for any learned method is whether it beats a classical one
+# that was tuned with the same care. Per image, on the same measurements:
+
+# %%
+psnr = {k: np.array(methods[k]["per_image"]["psnr"]) for k in names}
+for k in ("degrad_jfb", "degrad_ift", "pnp"):
+    diff = psnr[k] - psnr["tv"]
+    print(f"{names[k]:<22} minus tuned TV: mean {diff.mean():+.2f} dB, median {np.median(diff):+.2f} dB, "
+          f"better on {np.mean(diff > 0):6.1%} of the {len(diff)} images")
+diff_ji = psnr["degrad_jfb"] - psnr["degrad_ift"]
+print(f"{'DE-GRAD, JFB':<22} minus DE-GRAD, IFT (capped): mean {diff_ji.mean():+.2f} dB")
+
+fig, ax = plt.subplots(figsize=(6.5, 3.5))
+ax.hist(psnr["degrad_jfb"] - psnr["tv"], bins=40, alpha=0.7, label="DE-GRAD (JFB) - TV")
+ax.hist(psnr["pnp"] - psnr["tv"], bins=40, alpha=0.7, label="PnP - TV")
+ax.axvline(0, color="k", lw=0.8)
+ax.set(xlabel="per-image PSNR difference (dB)", ylabel="test images",
+       title="Gain over tuned TV, CelebA 64x64, 9x9 var 5")
+ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# ```{admonition} What this table does and does not show
+# :class: important
+#
+# * **The learned rows are short CPU runs.** The runs are 1,500 (JFB) and 600 (IFT) optimiser
+#   steps of a 5-layer network at $64 \times 64$. The paper's set-up is a 17-layer,
+#   64-channel network at $128 \times 128$ (the course's `paper` preset, meant for a GPU; its
+#   20 epochs are the course's choice, since the paper states no epoch count).
+#   The course has no paper-scale run yet, so there is no row for it. This table says
+#   nothing about what DE-GRAD reaches at that scale.
+# * **The TV baseline is tuned.** In the paper, JFB sits 0.18 dB above a TV row quoted
+#   from another paper. Here TV is tuned on validation images, and it is a strong
+#   baseline at this size: chapter 2 found the same for $128 \times 128$.
+# * **The PnP row is handicapped on purpose, and says so.** Its denoiser is constrained
+#   to Lipschitz constant 0.9 so that the iteration provably converges (exercise 1). A
+#   contractive denoiser cannot be the identity on clean images, and PnP's fixed point
+#   inherits that bias. PnP with an unconstrained denoiser, as usually run, avoids this bias
+#   but loses the convergence guarantee.
+# ```
+#
+# ## Are the fixed points real?
+#
+# In the paper's public code the fixed-point solves did not converge. Here every
+# solve reports its residual (the evaluation files record the largest one) and stops at
+# a relative residual of $10^{-3}$ (at most 50 Anderson iterations, as in training).
+# That tolerance bounds the *residual*, not the distance to the fixed point. By
+# Theorem 3.1 the distance is at most $\|T(z) - z\| / (1 - \gamma)$. With the
+# weighted regulariser, $1 - \gamma = \eta(\mu + \rho(1 - \epsilon))$ is small, so the bound
+# is loose. The honest check is to solve much further and score again. A second
+# evaluation did this on the first 50 test images, with tolerance $10^{-5}$ and up to
+# 400 iterations:
+
+# %%
+print(f"first {tight['test']['n']} test images; PSNR at the training tolerance vs. solved to "
+      f"{tight['learned']['degrad_jfb']['solve_tol']:.0e} (at most {tight['learned']['degrad_jfb']['solve_max_iter']} "
+      f"iterations)")
+n_tight = tight["test"]["n"]
+assert tight["test"]["ids"] == ev["test"]["ids"][:n_tight]  # the same images, in the same order
+for key in ("degrad_jfb", "degrad_ift"):
+    loose = float(np.mean(psnr[key][:n_tight]))
+    print(f"  {names[key]:<22} tol 1e-3: {loose:6.2f} dB   tight: {tight['methods'][key]['psnr_mean']:6.2f} dB")
+print(f"  {'tuned TV':<22}           {float(np.mean(psnr['tv'][:n_tight])):6.2f} dB")
+print("what the solves reached (all test images of each file):")
+for label, f in (("training tolerance", ev), ("tight", tight)):
+    for key in ("degrad_jfb", "degrad_ift"):
+        st = f["learned"][key]["solver"]
+        print(f"  {label:<18} {names[key]:<22} converged {st['converged_fraction']:6.1%}, "
+              f"mean iterations {st['iterations_mean']:6.1f}, largest residual {st['residual_max']:.1e}")
+
+# %% [markdown]
+# If the two columns agreed, the networks' quality would belong to their fixed
+# points, as the implicit-network view assumes. **They do not agree, by several dB.**
+# Solved to $10^{-5}$, every solve converged (several times more Anderson iterations
+# than at the training tolerance), and both networks fall far below tuned TV. The
+# JFB-trained one falls back almost to the measurement's own PSNR. So most of the quality at the
+# training tolerance came from *stopping early*. Started at $A^\top d$, a dozen Anderson
+# steps are a regularised reconstruction in their own right, and training has tuned
+# the network for that truncated solve, not for its fixed point. Neither chapter 6's
+# training log nor a residual test could reveal this: the tolerance was met every time.
+#
+# This is the trade-off that the small $\rho$ of chapter 6 buys: a weaker floor under the
+# regularisation, and a contraction so slow ((6.2)) that a relative residual of $10^{-3}$
+# is far from the fixed point. The JFB-trained network is hit harder than the
+# IFT-trained one. A likely reason is chapter 6's remark on the gradients: JFB drops
+# $(I - \partial T_\Theta/\partial x)^{-1}$, whose largest amplification, about $1/(\eta\rho(1 - \epsilon))$, acts exactly in
+# the slow directions where the fixed point and the early-stopped iterate differ. The
+# lesson for anyone training implicit networks is to quote the PSNR at a solved fixed
+# point, together with the tolerance that defines "solved". By that standard neither
+# CPU-scale network here beats tuned TV.
+#
+# ## Training time to a given quality
+#
+# Chapter 5 measured one training step. JFB's backward costs about one pass of
+# $T_\Theta$, while IFT's adds an adjoint solve. What matters in practice is the time to
+# reach a given test PSNR. Both runs scored the same 64 test images every 50 optimiser
+# steps and recorded the training time without the evaluations (the time axis
+# includes the common pretraining epoch, about the same for both). IFT's adjoint solve
+# was capped at 50 iterations (a fixed-point iteration to relative residual $10^{-4}$).
+# Its largest final residual is printed below, so you can see how exact its
+# gradients were. The question is how long JFB takes to come within 0.5 dB of IFT's
+# final PSNR, compared with IFT's whole run. One score on 64 images jumps by a few
+# tenths of a dB between evaluations, so both curves are compared through the mean
+# of their last three evaluations. Keep in mind that IFT was *stopped* at 600 steps,
+# so "IFT's final PSNR" is where IFT stood after that time budget. It is not the
+# quality IFT would reach if trained to convergence.
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 4))
+for mode, run in runs.items():
+    c = run["curve"]
+    last = run["log"][-1]
+    ax.plot([p["train_seconds"] / 60 for p in c], [p["test_psnr"] for p in c], "o-", ms=3,
+            label=f"{mode.upper()}: {last['steps']} steps, {last['train_seconds'] / 60:.0f} min")
+
+
+def smooth(curve, k=3):
+    """(training seconds, steps, PSNR averaged over the last k evaluations): one 64-image score is noisy."""
+    p = np.array([c["test_psnr"] for c in curve])
+    avg = np.array([p[max(0, i - k + 1):i + 1].mean() for i in range(len(p))])
+    return [(c["train_seconds"], c["steps"], a) for c, a in zip(curve, avg)]
+
+
+ift_smooth, jfb_smooth = smooth(runs["ift"]["curve"]), smooth(runs["jfb"]["curve"])
+ift_total, _, ift_final = ift_smooth[-1]
+target = ift_final - 0.5
+reached = [(t, s) for t, s, a in jfb_smooth if a >= target]
+for (mode, run), sm in zip(runs.items(), (jfb_smooth, ift_smooth)):
+    ax.plot([t / 60 for t, _, _ in sm], [a for _, _, a in sm], "-", lw=2, alpha=0.5,
+            color="C0" if mode == "jfb" else "C1", label=f"{mode.upper()}, mean of last 3 evaluations")
+ax.axhline(target, color="grey", ls=":", label=f"IFT final (smoothed) - 0.5 dB = {target:.2f} dB")
+ax.set(xlabel="training time (minutes, 1 CPU thread each, evaluation excluded)",
+       ylabel="test PSNR (dB), 64 test images", title="Quality against training time, CelebA 64x64")
+ax.legend(fontsize=8)
+plt.show()
+for mode, run in runs.items():
+    rows = run["log"]
+    c = run["curve"]
+    per_step = (c[-1]["train_seconds"] - c[0]["train_seconds"]) / (c[-1]["steps"] - c[0]["steps"])
+    bwd = [r["backward_iterations"] for r in rows]
+    res = [r["backward_residual_max"] for r in rows if r["backward_residual_max"] is not None]
+    extra = f", adjoint iterations {np.mean(bwd):.1f}, largest adjoint residual {max(res):.1e}" if res else ""
+    print(f"{mode.upper()}: {per_step:.2f} s per step, forward Anderson iterations "
+          f"{np.mean([r['train_iterations'] for r in rows]):.1f}{extra}")
+print(f"IFT: final {ift_final:.2f} dB (mean of its last 3 evaluations) after {ift_total / 60:.1f} min")
+if reached:
+    t, step = reached[0]
+    print(f"JFB: its 3-evaluation mean first within 0.5 dB of that after {t / 60:.1f} min (step {step}), "
+          f"{t / ift_total:.0%} of IFT's training time")
+else:
+    print("JFB never came within 0.5 dB of IFT's final PSNR in this run")
+
+# %% [markdown]
+# ## Reconstructions
+#
+# The paper's Table 1 shows rows of ground truth, noisy blurred input, direct
+# inverse, TV gradient descent and DE-GRAD with JFB. The same layout for the first
+# six test images (with PnP and IFT added), as written by
+# `python -m jfb_core evaluate ... --limit 6 --grid 6` with the same tuning as above:
+
+# %%
+img = plt.imread(results / "eval" / "celeba-paper-test_64px_9x9_var5_table1_grid.png")
+fig, ax = plt.subplots(figsize=(9, 9 * img.shape[0] / img.shape[1]))
+ax.imshow(img)
+ax.axis("off")
+plt.show()
+
+# %% [markdown]
+# ## Against the course's own targets
+#
+# The course set itself two targets for the CPU-scale runs. The first is that
+# JFB-trained DE-GRAD beats tuned TV by at least 2 dB on the test split. The second
+# is that it comes within 0.5 dB of IFT-trained DE-GRAD in at most half of IFT's
+# training time. The cell below checks both from the artefacts. A target missed is
+# printed as missed. The time target compares the networks at the training
+# tolerance, the way they were trained and logged.
+
+# %%
+gain = methods["degrad_jfb"]["psnr_mean"] - methods["tv"]["psnr_mean"]
+print(f"JFB minus tuned TV on {ev['test']['n']} test images, training tolerance: {gain:+.2f} dB  "
+      f"-> target (>= +2 dB) {'met' if gain >= 2 else 'NOT met'}")
+gain_tight = tight["methods"]["degrad_jfb"]["psnr_mean"] - float(np.mean(psnr["tv"][:n_tight]))
+print(f"JFB minus tuned TV on the first {n_tight}, solved fixed point: {gain_tight:+.2f} dB  "
+      f"-> target (>= +2 dB) {'met' if gain_tight >= 2 else 'NOT met'}")
+if reached:
+    frac = reached[0][0] / ift_total
+    print(f"JFB within 0.5 dB of IFT after {frac:.0%} of IFT's time -> target (<= 50%) "
+          f"{'met' if frac <= 0.5 else 'NOT met'}")
+else:
+    print("JFB within 0.5 dB of IFT: NOT reached")
+
+# %% [markdown]
+# ## What is not here
+#
+# * **Paper scale.** The `paper` preset (128×128, depth 17, width 64) is meant for a GPU:
+#   `python -m jfb_core train --preset paper --blur 9x9_var5 --rho 0.02 --data-cache ... --device cuda`. No GPU was
+#   available for the runs committed with this version of the course, so there is no
+#   paper-scale row. The paper's Deep Equilibrium row (32.43 dB, quoted from a set-up whose
+#   blur may differ, see above) is the natural reference for such a run.
+# * **Variance.** Each learned row is one training run (seed 0). Differences of a few
+#   tenths of a dB between JFB and IFT are within what another seed could change.
+#
+# ## Summary
+#
+# * Compare methods only on the same images, blur, noise, size and data range, with
+#   every weight tuned on validation data. Table 2 mixes blurs and quotes a TV row with no tuning protocol.
+# * JFB and IFT differ only in the backward pass. The time-to-quality curve, not the
+#   time per step, is what decides between them.
+# * For an implicit network, report the PSNR at a solved fixed point and the tolerance
+#   that defines "solved". A loose tolerance can hide a model that works only because
+#   the solver stops early.
+#
+# ## Exercises
+#
+# 1. Plug-and-Play with a denoiser of Lipschitz constant $\kappa < 1$ and step $\tau \le 2/L$ is a
+#    contraction. Why, and what does that cost at the fixed point?
+# 2. The TV weight chosen on validation sits inside the tuning grid here. Why check
+#    that? What would a weight at the edge of the grid mean?
+# 3. IFT's adjoint solve was capped at 50 iterations. Using chapter 5's Neumann view,
+#    what gradient does a capped fixed-point adjoint iteration compute?
+#
+# ```{admonition} Solutions
+# :class: dropdown
+#
+# 1. $x \mapsto x - \tau A^\top(Ax - d)$ has Jacobian $I - \tau A^\top A$ with eigenvalues in
+#    $[1 - \tau L, 1]$, so it is non-expansive for $\tau \le 2/L$. Composed with a $\kappa$-Lipschitz
+#    denoiser, the map is $\kappa$-Lipschitz, and PnP converges to a unique fixed point from any
+#    start. The cost is that the fixed point satisfies $x^\star = D(\cdot)$ with $D$ shrinking all
+#    distances by a factor of at most $\kappa$. A contraction cannot fix every clean image at once, so
+#    $x^\star$ is biased towards the denoiser's own fixed point.
+# 2. At the edge, the best weight may lie outside the grid, and the baseline would be
+#    weaker than a properly tuned one. The comparison would then flatter the
+#    learned method.
+# 3. The iteration $w \leftarrow g + J^\top w$ started at $w = g$ computes, when it hits the cap
+#    of $K$ iterations, the truncated Neumann sum $g\sum_{k=0}^{K} J^k$. That is exactly
+#    `grad_mode="neumann"` with `neumann_k=K` (chapter 5). It equals the implicit gradient
+#    only when the residual is small, which is why the residual is logged.
+# ```
