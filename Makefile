@@ -95,7 +95,9 @@ TRAIN64_RHO1 = --preset fast --size 64 --data-cache $(CACHE64) --blur 9x9_var5 -
 	--pretrain-epochs 2 --epochs 2 --lr 1e-3 --n-eval 200 --eval-every 100
 # the JFB and IFT runs of chapters 6-7: weighted regulariser, one CPU thread each, run side by side
 TRAIN64 = --preset fast --size 64 --data-cache $(CACHE64) --blur 9x9_var5 --n-train 8000 --rho 0.02 \
-	--pretrain-epochs 1 --lr 1e-3 --n-eval 64 --eval-every 50 --threads 1 --epochs 4
+	--pretrain-epochs 1 --lr 1e-3 --n-eval 64 --eval-every 50 --threads 1
+CKPTS64 = --checkpoint degrad_jfb=results/train/celeba64_9x9_var5_jfb/checkpoint.pt \
+	--checkpoint degrad_ift=results/train/celeba64_9x9_var5_ift/checkpoint.pt
 SLIM = $(BIN)/python -c "import sys; from jfb_core.train import slim_checkpoint as s; s(sys.argv[1], sys.argv[2])"
 
 reproduce: $(STAMP)
@@ -110,24 +112,20 @@ reproduce: $(STAMP)
 	$(BIN)/python -m jfb_core bench backward
 	$(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 64 --out "$(CACHE64)"
 	$(BIN)/python -m jfb_core train $(TRAIN64_RHO1) --grad-mode jfb --out runs/celeba64_9x9_var5_rho1_jfb
-	$(BIN)/python -m jfb_core train $(TRAIN64) --grad-mode jfb --out runs/celeba64_9x9_var5_jfb & \
-	$(BIN)/python -m jfb_core train $(TRAIN64) --grad-mode ift --max-steps 600 --backward-max-iter 50 \
+	$(BIN)/python -m jfb_core train $(TRAIN64) --epochs 3 --grad-mode jfb --out runs/celeba64_9x9_var5_jfb & \
+	$(BIN)/python -m jfb_core train $(TRAIN64) --epochs 4 --grad-mode ift --max-steps 600 --backward-max-iter 50 \
 	  --out runs/celeba64_9x9_var5_ift; wait
 	for run in rho1_jfb jfb ift; do \
 	  mkdir -p results/train/celeba64_9x9_var5_$$run; \
 	  cp runs/celeba64_9x9_var5_$$run/log.json results/train/celeba64_9x9_var5_$$run/; \
 	  $(SLIM) runs/celeba64_9x9_var5_$$run/checkpoint.pt results/train/celeba64_9x9_var5_$$run/checkpoint.pt; \
 	done
-	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods direct,tv,pnp,degrad_ift,degrad_jfb \
-	  --tv-grid 1.25e-4,2.5e-4,5e-4,1e-3 \
-	  --checkpoint degrad_jfb=results/train/celeba64_9x9_var5_jfb/checkpoint.pt \
-	  --checkpoint degrad_ift=results/train/celeba64_9x9_var5_ift/checkpoint.pt \
-	  --grid 6 --out results/eval/celeba-paper-test_64px_9x9_var5.json
-	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods degrad_ift,degrad_jfb --limit 100 \
-	  --solve-tol 1e-5 --solve-max-iter 500 \
-	  --checkpoint degrad_jfb=results/train/celeba64_9x9_var5_jfb/checkpoint.pt \
-	  --checkpoint degrad_ift=results/train/celeba64_9x9_var5_ift/checkpoint.pt \
-	  --out results/eval/celeba-paper-test_64px_9x9_var5_tight.json
+	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods pnp,degrad_ift,degrad_jfb $(CKPTS64) \
+	  --out results/eval/celeba-paper-test_64px_9x9_var5.json
+	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods direct,tv,pnp,degrad_ift,degrad_jfb $(CKPTS64) \
+	  --tv-grid 1.25e-4,2.5e-4,5e-4,1e-3 --limit 6 --grid 6 --out results/eval/celeba-paper-test_64px_9x9_var5_table1.json
+	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods degrad_ift,degrad_jfb $(CKPTS64) --limit 50 \
+	  --solve-tol 1e-5 --solve-max-iter 400 --out results/eval/celeba-paper-test_64px_9x9_var5_tight.json
 
 clean:
 	rm -rf _build book/_build .cache
