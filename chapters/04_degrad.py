@@ -232,7 +232,9 @@ print_report(rows)
 # simply the gradient of the loss through one application of $T_\Theta$ at the fixed
 # point, which is what `DEGRAD.forward` attaches) and measure again.
 
-# %%
+# %% tags=["nbval-ignore-output"]
+# The exact digits after 40 training steps vary with the processor's floating-point
+# paths, so the notebook check compares the claims below rather than the printout.
 torch.manual_seed(0)
 f1 = DnCNN(preset.depth, preset.width, lipschitz=preset.lipschitz)
 trained = DEGRAD(A, f1, eta=preset.eta, m=preset.anderson_m, tol=preset.tol, max_iter=preset.max_iter)
@@ -253,6 +255,9 @@ print(f"40 JFB steps: training loss {np.mean(losses[:5]):.5f} -> {np.mean(losses
       f"solver iterations per step {min(iters)}-{max(iters)}")
 rows.append(theorem_report(trained, d_val, "40 JFB steps"))
 print_report(rows)
+r = rows[-1]
+assert np.mean(losses[-5:]) < np.mean(losses[:5])  # training lowered the loss
+assert max(r["gamma_local"], r["pair_ratio"], r["jacobian_norm_T"]) < r["gamma_bound"] < 1  # Theorem 3.1 holds
 
 # %% [markdown]
 # Forty steps are the very beginning of training (chapter 6 trains properly, from

@@ -339,7 +339,9 @@ for r in rows:
 # with JFB (the `fast` preset's $\eta$) for 100 Adam steps on the bundled training
 # photographs and measures the cosine on a fixed batch every 10 steps.
 
-# %%
+# %% tags=["nbval-ignore-output"]
+# After 100 training steps the last digits vary with the processor's floating-point
+# paths, so the notebook check compares the claims asserted at the end, not the printout.
 x_tr = bundled_images("train", size, n=32, seed=preset.seed)
 d_tr = measure(A, x_tr, preset.noise_std, seed=preset.seed)
 torch.manual_seed(preset.seed)
@@ -365,6 +367,7 @@ for step in range(101):
 for t in trace:
     print(f"step {t['step']:3d}: loss {t['loss']:.2e}, cosine(JFB, true gradient) = {t['cos']:.3f}, "
           f"IFT adjoint iterations {t['ift_iters']}")
+assert trace[-1]["loss"] < trace[0]["loss"] and all(t["cos"] > 0 for t in trace)  # JFB descended throughout
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
