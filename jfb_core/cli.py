@@ -414,7 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--backward-tol", type=float, default=1e-4)
     tr.add_argument("--backward-max-iter", type=int, default=200)
     tr.add_argument("--backward-solver", choices=["fixed_point", "cg_normal"], default="fixed_point")
-    tr.add_argument("--n-eval", type=int, default=64, help="test images scored after every epoch (at most the preset's n_test)")
+    tr.add_argument("--n-eval", type=int, default=64,
+                    help="test images scored after every epoch (with --data-cache: at most its test split; "
+                         "else at most the preset's n_test)")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps in all")
     tr.add_argument("--eval-every", type=int, default=0, help="also score the eval images every N steps")
     tr.add_argument("--amp", action="store_true", help="bfloat16 autocast on a GPU")

@@ -269,8 +269,9 @@ def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str]
     opt = torch.optim.Adam(model.parameters(), lr=preset.lr)
     cache = load_cache(options.data_cache) if options.data_cache else None  # read once for both splits
     x_train, id_train = split_images(preset, options, "train", preset.n_train, cache)
-    x_eval, id_eval = split_images(preset, options, "test", min(options.n_eval, preset.n_test or options.n_eval),
-                                   cache)
+    # with a data cache, the cache's test split is the limit; the preset's n_test sizes the bundled split only
+    n_eval = options.n_eval if options.data_cache else min(options.n_eval, preset.n_test or options.n_eval)
+    x_eval, id_eval = split_images(preset, options, "test", n_eval, cache)
     del cache
     A = model.A
     log: list[dict[str, Any]] = []
@@ -357,7 +358,8 @@ def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str]
                    "train_iterations": sum(iters) / len(iters) if iters else None,
                    "backward_iterations": sum(biters) / len(biters) if biters else None,
                    "backward_residual_max": max(bres) if bres else None,
-                   "eta": float(model.eta.detach()), "rho": float(model.rho.detach()), "train_seconds": train_seconds, "n_eval_images": len(x_eval),
+                   "eta": float(model.eta.detach()), "rho": float(model.rho.detach()),
+                   "train_seconds": train_seconds, "n_eval_images": len(x_eval),
                    "world_size": world}
             log.append(row)
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,

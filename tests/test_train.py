@@ -98,9 +98,10 @@ def test_prepare_caches_splits_and_counts_unreadable_files(tmp_path):
     direct = jfb_core.data.load_image(tmp_path / "celeba/img_align_celeba/000002.jpg", 16)
     assert float((cache["images"][1].float() / 255 - direct).abs().max()) <= 0.5 / 255 + 1e-6
     # training reads it; a cache of another size is refused with a clear message
-    res = train(_preset(epochs=1, pretrain_epochs=0, n_train=3, dataset="celeba"),
-                TrainOptions(n_eval=2, data_cache=str(out)), tmp_path / "run")
-    assert len(res.log) == 1
+    res = train(_preset(epochs=1, pretrain_epochs=0, n_train=3, n_test=1, dataset="celeba"),
+                TrainOptions(n_eval=5, data_cache=str(out)), tmp_path / "run")
+    # n_eval is limited by the cache's test split (2 images), not by the preset's n_test (1)
+    assert len(res.log) == 1 and res.log[0]["n_eval_images"] == 2
     with pytest.raises(ConfigMismatch, match="16x16"):
         train(_preset(image_size=8, dataset="celeba"), TrainOptions(data_cache=str(out)), tmp_path / "run2")
 
