@@ -143,8 +143,8 @@ def run_config(preset: Preset, options: TrainOptions) -> dict[str, Any]:
 def check_compatible(saved: dict[str, Any], current: dict[str, Any], keys=RESUME_KEYS, what: str = "resume") -> None:
     # a key missing from an older checkpoint's configuration had the field's default then
     defaults = {f.name: f.default for f in dataclasses.fields(Preset) if f.default is not dataclasses.MISSING}
-    diff = {k: (saved.get(k, defaults.get(k)), current.get(k)) for k in keys
-            if saved.get(k, defaults.get(k)) != current.get(k)}
+    pairs = {k: (saved.get(k, defaults.get(k)), current.get(k)) for k in keys}
+    diff = {k: (a, b) for k, (a, b) in pairs.items() if a != b}
     if diff:
         lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
         raise ConfigMismatch(f"cannot {what}: the checkpoint was made with another configuration ({lines})")
