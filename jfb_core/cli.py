@@ -173,7 +173,7 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
         if first is None or first[1].get("denoiser") is None:
             raise ValueError("pnp needs --checkpoint of a run with pretraining (its denoiser is used)")
         model, ckpt, path = first
-        f = DnCNN(model.f.depth, model.f.channels, lipschitz=model.f.lipschitz).to(args.device)
+        f = DnCNN(model.f.depth, model.f.channels, lipschitz=model.f.lipschitz, skip=model.f.skip).to(args.device)
         f.load_state_dict(ckpt["denoiser"])
         f.eval()
         A = model.A
@@ -276,6 +276,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
     if args.size is not None:
         overrides["image_size"] = args.size
+    for name in ("data_step", "skip"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
     if args.data_cache:
         overrides["dataset"] = "celeba"
     preset = get_preset(args.preset, **overrides)
@@ -409,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name in TRAIN_OVERRIDES:
         kind = str if name == "blur" else (float if name in ("lr", "eta", "tol", "lipschitz", "rho") else int)
         tr.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"override the preset's {name}")
+    tr.add_argument("--data-step", choices=["gradient", "proximal"], default=None,
+                    help="DE-GRAD's explicit data step (eq. 3.5) or the exact (proximal) one of chapter 6; "
+                         "default: the preset's")
+    tr.add_argument("--skip", action=argparse.BooleanOptionalAction, default=None,
+                    help="f = c + eps (alpha (x - c) + (1 - alpha) g(x - c)) with a 1-Lipschitz g (chapter 6)")
     tr.add_argument("--neumann-k", type=int, default=5)
     tr.add_argument("--unroll-k", type=int, default=20)
     tr.add_argument("--backward-tol", type=float, default=1e-4)

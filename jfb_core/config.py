@@ -94,6 +94,11 @@ class Preset:
     device: str = "cpu"
     # initial weight of the regulariser, S = rho (I - f); 1 means S = I - f, nothing learned
     rho: float = 1.0
+    # "gradient": DE-GRAD's explicit step on the data term (eq. 3.5); "proximal": an exact step
+    # on it, (A^T A + rho I)^{-1} (A^T d + rho f(z)), same fixed points, better conditioned
+    data_step: str = "gradient"
+    # f as c + eps (alpha (x - c) + (1 - alpha) g(x - c)) with 1-Lipschitz g (DnCNN(skip=True))
+    skip: bool = False
 
     def __post_init__(self) -> None:
         if self.dataset not in ("bundled", "celeba"):
@@ -115,6 +120,10 @@ class Preset:
             raise ValueError(f"lipschitz must be positive, got {self.lipschitz}")
         if not 0 < self.rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {self.rho}")
+        if self.data_step not in ("gradient", "proximal"):
+            raise ValueError(f"data_step must be 'gradient' or 'proximal', got {self.data_step!r}")
+        if not isinstance(self.skip, bool):
+            raise ValueError(f"skip must be True or False, got {self.skip!r}")
 
     @property
     def blur_setting(self) -> BlurSetting:

@@ -30,10 +30,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from jfb_core.operators import GaussianBlur
+from jfb_core.operators import GaussianBlur, conjugate_gradient
 from jfb_core.solvers import SolverResult, anderson
 
 BATCHNORM_MODES = ("none", "paper")
+DATA_STEPS = ("gradient", "proximal")
 
 
 class SpectralConv2d(nn.Module):
@@ -147,17 +148,31 @@ class DnCNN(nn.Module):
     ``batchnorm="none"`` (the default). ``batchnorm="paper"`` adds ``BatchNorm2d`` as the
     paper did; its output then depends on the rest of the batch and its Lipschitz
     constant is no longer bounded, which breaks Theorem 3.1 (chapter 4 shows it).
+
+    ``skip=True`` (chapter 6) is the averaged form
+    ``f(x) = c + lipschitz * (alpha (x - c) + (1 - alpha) g(x - c))``: the layers above,
+    each bounded by 1, make a 1-Lipschitz ``g``; ``alpha = sigmoid(alpha_raw)`` in
+    ``(0, 1)`` is trainable (0.5 at the start) and ``c`` (``centre``, mid-grey 0.5 as
+    the paper's normalisation) is the point the factor ``lipschitz`` shrinks towards.
+    Still ``Lip(f) <= lipschitz``, but the identity is now one parameter away instead of
+    having to be learned through every layer, and the shrinkage pulls towards grey,
+    not black.
     """
 
     def __init__(self, depth: int = 17, channels: int = 64, in_channels: int = 3, lipschitz: float = 0.9,
-                 batchnorm: str = "none") -> None:
+                 batchnorm: str = "none", skip: bool = False, centre: float = 0.5) -> None:
         super().__init__()
         if depth < 2:
             raise ValueError(f"depth must be >= 2, got {depth}")
         if batchnorm not in BATCHNORM_MODES:
             raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
+        if skip and batchnorm != "none":
+            raise ValueError("skip=True needs batchnorm='none' (its Lipschitz bound is the point)")
         self.depth, self.channels, self.lipschitz, self.batchnorm = depth, channels, float(lipschitz), batchnorm
-        per_layer = self.lipschitz ** (1.0 / depth)
+        self.skip, self.centre = bool(skip), float(centre)
+        # with the skip, the layers make a 1-Lipschitz g and lipschitz scales the average of x and g(x)
+        per_layer = 1.0 if self.skip else self.lipschitz ** (1.0 / depth)
+        self.alpha_raw = nn.Parameter(torch.zeros(())) if self.skip else None
         layers: list[nn.Module] = [SpectralConv2d(in_channels, channels, 3, per_layer), nn.ReLU()]
         for _ in range(depth - 2):
             layers.append(SpectralConv2d(channels, channels, 3, per_layer, bias=batchnorm == "none"))
@@ -167,8 +182,21 @@ class DnCNN(nn.Module):
         layers.append(SpectralConv2d(channels, in_channels, 3, per_layer))
         self.net = nn.Sequential(*layers)
 
+    @property
+    def alpha(self) -> torch.Tensor:
+        """The weight of the identity in the averaged form (``skip=True``): ``sigmoid(alpha_raw)``."""
+        if self.alpha_raw is None:
+            raise AttributeError("alpha exists only with skip=True")
+        return torch.sigmoid(self.alpha_raw)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        if not self.skip:
+            return self.net(x)
+        # f(x) = c + eps (alpha (x - c) + (1 - alpha) g(x - c)): an average of the identity
+        # and a 1-Lipschitz g, scaled by eps, about the mid-grey c; Lip(f) <= eps
+        y = x - self.centre
+        a = self.alpha
+        return self.centre + self.lipschitz * (a * y + (1 - a) * self.net(y))
 
     def power_step(self) -> None:
         """Advance every layer's norm estimate by one power step (once per training step)."""
@@ -185,7 +213,46 @@ class DnCNN(nn.Module):
         for layer in self.spectral_layers():
             sig = layer.certify(size, iters)
             bound *= min(sig, layer.bound)
+        if self.skip:
+            a = float(self.alpha)
+            bound = self.lipschitz * (a + (1 - a) * bound)
         return bound
+
+
+class _ShiftedNormalSolve(torch.autograd.Function):
+    """``y = (A^T A + rho I)^{-1} r`` by conjugate gradients, differentiable in ``r`` and ``rho``.
+
+    The matrix is symmetric positive definite, so the backward pass is one more solve
+    with the same matrix: ``w = (A^T A + rho I)^{-1} g`` is the gradient for ``r`` and
+    ``-<w, y>`` the one for ``rho`` (from ``d M^{-1} = -M^{-1} dM M^{-1}``). ``x0``
+    warm-starts the forward solve and carries no gradient."""
+
+    @staticmethod
+    def forward(ctx, r, rho, x0, A, tol, max_iter):  # type: ignore[override]
+        rho_v = rho.detach()
+        y, it = conjugate_gradient(lambda v: A.normal(v) + rho_v * v, r.detach(),
+                                   x0=None if x0 is None else x0.detach(), tol=tol, max_iter=max_iter)
+        ctx.save_for_backward(y, rho_v)
+        ctx.A, ctx.tol, ctx.max_iter = A, tol, max_iter
+        ctx.iterations = int(it.max()) if it.numel() else 0
+        return y
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        y, rho_v = ctx.saved_tensors
+        w, _ = conjugate_gradient(lambda v: ctx.A.normal(v) + rho_v * v, g, tol=ctx.tol, max_iter=ctx.max_iter)
+        grad_rho = -(w * y).sum().reshape(rho_v.shape) if ctx.needs_input_grad[1] else None
+        return w, grad_rho, None, None, None, None
+
+
+def shifted_normal_solve(A: GaussianBlur, r: torch.Tensor, rho: torch.Tensor, x0: torch.Tensor | None = None,
+                         tol: float = 1e-5, max_iter: int = 300) -> torch.Tensor:
+    """``(A^T A + rho I)^{-1} r`` per sample, with gradients for ``r`` and ``rho`` (see
+    :class:`_ShiftedNormalSolve`); ``tol`` is the relative residual of conjugate gradients."""
+    rho = torch.as_tensor(rho, dtype=r.dtype, device=r.device)
+    if not bool((rho > 0).all()):
+        raise ValueError(f"rho must be positive, got {rho}")
+    return _ShiftedNormalSolve.apply(r, rho, x0, A, tol, max_iter)
 
 
 @dataclass
@@ -229,7 +296,8 @@ class DEGRAD(nn.Module):
     def __init__(self, A: GaussianBlur, f: DnCNN, eta: float = 0.4, m: int = 5, tol: float = 1e-3,
                  max_iter: int = 50, lam: float = 1e-4, grad_mode: str = "jfb", neumann_k: int = 5,
                  backward_tol: float = 1e-6, backward_max_iter: int = 200, backward_solver: str = "fixed_point",
-                 unroll_k: int = 50, rho: float = 1.0) -> None:
+                 unroll_k: int = 50, rho: float = 1.0, data_step: str = "gradient", inner_tol: float = 1e-5,
+                 inner_max_iter: int = 300) -> None:
         super().__init__()
         from jfb_core.gradients import GRAD_MODES, IFT_SOLVERS, BackwardStats
 
@@ -246,8 +314,15 @@ class DEGRAD(nn.Module):
         self.eta_max = 1.0 / (1.0 + 1.0)
         if not 0 < eta < self.eta_max:
             raise ValueError(f"eta must be in (0, {self.eta_max}) for Theorem 3.1, got {eta}")
+        if data_step not in DATA_STEPS:
+            raise ValueError(f"data_step must be one of {DATA_STEPS}, got {data_step!r}")
+        self.data_step, self.inner_tol, self.inner_max_iter = data_step, inner_tol, inner_max_iter
         p = eta / self.eta_max
-        self.eta_raw = nn.Parameter(torch.tensor(math.log(p / (1 - p))))
+        raw = torch.tensor(math.log(p / (1 - p)))
+        if data_step == "gradient":
+            self.eta_raw = nn.Parameter(raw)
+        else:  # the proximal step uses eta = 1 / rho; kept as a buffer so state dicts match
+            self.register_buffer("eta_raw", raw)
         if not 0 < rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {rho}")
         self.rho_raw = nn.Parameter(torch.tensor(math.log(rho / (1 - rho)))) if rho < 1 else None
@@ -256,6 +331,9 @@ class DEGRAD(nn.Module):
 
     @property
     def eta(self) -> torch.Tensor:
+        """The step: ``eta_max * sigmoid(eta_raw)``; with the proximal data step it is ``1 / rho``."""
+        if self.data_step == "proximal":
+            return 1.0 / self.rho
         return self.eta_max * torch.sigmoid(self.eta_raw)
 
     @property
@@ -271,8 +349,18 @@ class DEGRAD(nn.Module):
         return r if self.rho_raw is None else self.rho * r
 
     def T(self, z: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        """One DE-GRAD step (eq. 3.5)."""
-        return z - self.eta * (self.A.adjoint(self.A(z) - d) + self.S(z))
+        """One DE-GRAD step (eq. 3.5), or with ``data_step="proximal"`` one forward-backward step.
+
+        The proximal step takes the gradient step on ``S`` and an exact (implicit) step
+        on the data term with ``eta = 1 / rho``:
+        ``T(z) = (I + eta A^T A)^{-1} (z - eta S(z) + eta A^T d) = (A^T A + rho I)^{-1} (A^T d + rho f(z))``.
+        Its fixed points are the same zeros of ``A^T (A z - d) + S(z)`` as DE-GRAD's, and it
+        is ``Lip(f) / (1 + mu / rho)``-contractive whatever the conditioning of ``A``
+        (chapter 6)."""
+        if self.data_step == "gradient":
+            return z - self.eta * (self.A.adjoint(self.A(z) - d) + self.S(z))
+        rhs = self.A.adjoint(d) + self.rho * self.f(z)
+        return shifted_normal_solve(self.A, rhs, self.rho, x0=z, tol=self.inner_tol, max_iter=self.inner_max_iter)
 
     def solve(self, d: torch.Tensor, z0: torch.Tensor | None = None) -> SolverResult:
         """The fixed point of ``T(., d)`` by Anderson acceleration, without autograd."""

@@ -183,6 +183,32 @@ def test_a_checkpoint_from_before_rho_existed_means_rho_one(tmp_path):
         train(_preset(epochs=3, rho=0.5), TrainOptions(n_eval=4), tmp_path, resume=True)
 
 
+def test_proximal_averaged_model_trains_resumes_and_old_checkpoints_read_as_gradient(tmp_path):
+    from jfb_core.cli import main
+
+    run = tmp_path / "prox"
+    argv = ["train", "--preset", "fast", "--epochs", "1", "--n-train", str(TINY["n_train"]), "--size",
+            str(TINY["image_size"]), "--depth", str(TINY["depth"]), "--width", str(TINY["width"]),
+            "--pretrain-epochs", "1", "--rho", "0.1", "--data-step", "proximal", "--skip", "--n-eval", "4",
+            "--out", str(run)]
+    assert main(argv) == 0
+    model, ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert model.data_step == "proximal" and model.f.skip and ckpt["config"]["data_step"] == "proximal"
+    assert ckpt["log"][-1]["test_converged_fraction"] > 0
+    with pytest.raises(ConfigMismatch, match="data_step"):
+        train(_preset(epochs=2, rho=0.1, skip=True), TrainOptions(n_eval=4), run, resume=True)
+    # a checkpoint written before the two options existed is a gradient step with a plain network
+    old = tmp_path / "old"
+    train(_preset(epochs=1), TrainOptions(n_eval=4), old)
+    ckpt = torch.load(old / "checkpoint.pt", weights_only=False)
+    del ckpt["config"]["data_step"], ckpt["config"]["skip"]
+    torch.save(ckpt, old / "checkpoint.pt")
+    model, _ = load_checkpoint(old / "checkpoint.pt")
+    assert model.data_step == "gradient" and not model.f.skip
+    with pytest.raises(ValueError, match="data_step"):
+        _preset(data_step="newton")
+
+
 def test_evaluate_can_solve_checkpoints_further_than_training_did(tmp_path):
     from jfb_core.cli import main
 
