@@ -177,7 +177,7 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
         f.load_state_dict(ckpt["denoiser"])
         f.eval()
         A = model.A
-        extra["pnp"] = (lambda d, step, f=f, A=A: pnp_pgd(A, d, f, step=step), (0.5, 1.0, 1.5))
+        extra["pnp"] = (lambda d, step, f=f, A=A: pnp_pgd(A, d, f, step=step), (0.5, 1.0, 1.5, 1.9))
         config["pnp"] = {"denoiser_from": path, "scheme": "proximal gradient, step tuned on validation",
                          "pretrain_noise": ckpt["config"].get("pretrain_noise")}
     return extra, config

@@ -34,6 +34,17 @@ from jfb_core.operators import GaussianBlur, conjugate_gradient
 from jfb_core.solvers import SolverResult, anderson
 
 BATCHNORM_MODES = ("none", "paper")
+ACTIVATIONS = ("relu", "maxmin")
+
+
+class MaxMin(nn.Module):
+    """Sort channel pairs: ``(max(a, b), min(a, b))``. 1-Lipschitz and norm-preserving
+    (a permutation at every point), so unlike ReLU it passes signed signals, and the
+    identity, through a chain of norm-1 layers (Anil et al.'s GroupSort with groups of 2)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=1)
+        return torch.cat([torch.maximum(a, b), torch.minimum(a, b)], dim=1)
 DATA_STEPS = ("gradient", "proximal")
 
 
@@ -160,25 +171,30 @@ class DnCNN(nn.Module):
     """
 
     def __init__(self, depth: int = 17, channels: int = 64, in_channels: int = 3, lipschitz: float = 0.9,
-                 batchnorm: str = "none", skip: bool = False, centre: float = 0.5) -> None:
+                 batchnorm: str = "none", skip: bool = False, centre: float = 0.5, activation: str = "relu") -> None:
         super().__init__()
         if depth < 2:
             raise ValueError(f"depth must be >= 2, got {depth}")
         if batchnorm not in BATCHNORM_MODES:
             raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if activation == "maxmin" and channels % 2:
+            raise ValueError(f"the maxmin activation pairs channels: width must be even, got {channels}")
         if skip and batchnorm != "none":
             raise ValueError("skip=True needs batchnorm='none' (its Lipschitz bound is the point)")
         self.depth, self.channels, self.lipschitz, self.batchnorm = depth, channels, float(lipschitz), batchnorm
-        self.skip, self.centre = bool(skip), float(centre)
+        self.skip, self.centre, self.activation = bool(skip), float(centre), activation
+        act = MaxMin if activation == "maxmin" else nn.ReLU
         # with the skip, the layers make a 1-Lipschitz g and lipschitz scales the average of x and g(x)
         per_layer = 1.0 if self.skip else self.lipschitz ** (1.0 / depth)
         self.alpha_raw = nn.Parameter(torch.zeros(())) if self.skip else None
-        layers: list[nn.Module] = [SpectralConv2d(in_channels, channels, 3, per_layer), nn.ReLU()]
+        layers: list[nn.Module] = [SpectralConv2d(in_channels, channels, 3, per_layer), act()]
         for _ in range(depth - 2):
             layers.append(SpectralConv2d(channels, channels, 3, per_layer, bias=batchnorm == "none"))
             if batchnorm == "paper":
                 layers.append(nn.BatchNorm2d(channels))
-            layers.append(nn.ReLU())
+            layers.append(act())
         layers.append(SpectralConv2d(channels, in_channels, 3, per_layer))
         self.net = nn.Sequential(*layers)
 
@@ -224,25 +240,40 @@ class _ShiftedNormalSolve(torch.autograd.Function):
 
     The matrix is symmetric positive definite, so the backward pass is one more solve
     with the same matrix: ``w = (A^T A + rho I)^{-1} g`` is the gradient for ``r`` and
-    ``-<w, y>`` the one for ``rho`` (from ``d M^{-1} = -M^{-1} dM M^{-1}``). ``x0``
-    warm-starts the forward solve and carries no gradient."""
+    ``-<w, y>`` the one for ``rho`` (from ``d M^{-1} = -M^{-1} dM M^{-1}``). The
+    forward-mode derivative (for ``torch.func.jvp``) is ``M^{-1} (dr - drho y)``.
+    ``x0`` warm-starts the forward solve and carries no gradient."""
 
     @staticmethod
-    def forward(ctx, r, rho, x0, A, tol, max_iter):  # type: ignore[override]
-        rho_v = rho.detach()
-        y, it = conjugate_gradient(lambda v: A.normal(v) + rho_v * v, r.detach(),
-                                   x0=None if x0 is None else x0.detach(), tol=tol, max_iter=max_iter)
-        ctx.save_for_backward(y, rho_v)
-        ctx.A, ctx.tol, ctx.max_iter = A, tol, max_iter
-        ctx.iterations = int(it.max()) if it.numel() else 0
+    def _solve(A, rho, b, x0, tol, max_iter):
+        y, _ = conjugate_gradient(lambda v: A.normal(v) + rho * v, b, x0=x0, tol=tol, max_iter=max_iter)
         return y
 
     @staticmethod
+    def forward(r, rho, x0, A, tol, max_iter):  # type: ignore[override]
+        return _ShiftedNormalSolve._solve(A, rho, r, x0, tol, max_iter)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        _, rho, _, A, tol, max_iter = inputs
+        ctx.save_for_backward(output, rho)
+        ctx.save_for_forward(output, rho)
+        ctx.A, ctx.tol, ctx.max_iter = A, tol, max_iter
+
+    @staticmethod
     def backward(ctx, g):  # type: ignore[override]
-        y, rho_v = ctx.saved_tensors
-        w, _ = conjugate_gradient(lambda v: ctx.A.normal(v) + rho_v * v, g, tol=ctx.tol, max_iter=ctx.max_iter)
-        grad_rho = -(w * y).sum().reshape(rho_v.shape) if ctx.needs_input_grad[1] else None
+        y, rho = ctx.saved_tensors
+        w = _ShiftedNormalSolve._solve(ctx.A, rho, g, None, ctx.tol, ctx.max_iter)
+        grad_rho = -(w * y).sum().reshape(rho.shape) if ctx.needs_input_grad[1] else None
         return w, grad_rho, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, dr, drho, dx0, *_):  # type: ignore[override]
+        y, rho = ctx.saved_tensors
+        b = dr if dr is not None else torch.zeros_like(y)
+        if drho is not None:
+            b = b - drho * y
+        return _ShiftedNormalSolve._solve(ctx.A, rho, b, None, ctx.tol, ctx.max_iter)
 
 
 def shifted_normal_solve(A: GaussianBlur, r: torch.Tensor, rho: torch.Tensor, x0: torch.Tensor | None = None,
@@ -250,9 +281,9 @@ def shifted_normal_solve(A: GaussianBlur, r: torch.Tensor, rho: torch.Tensor, x0
     """``(A^T A + rho I)^{-1} r`` per sample, with gradients for ``r`` and ``rho`` (see
     :class:`_ShiftedNormalSolve`); ``tol`` is the relative residual of conjugate gradients."""
     rho = torch.as_tensor(rho, dtype=r.dtype, device=r.device)
-    if not bool((rho > 0).all()):
+    if not bool((rho.detach() > 0).all()):
         raise ValueError(f"rho must be positive, got {rho}")
-    return _ShiftedNormalSolve.apply(r, rho, x0, A, tol, max_iter)
+    return _ShiftedNormalSolve.apply(r, rho, None if x0 is None else x0.detach(), A, tol, max_iter)
 
 
 @dataclass

@@ -119,6 +119,13 @@ def test_proximal_step_is_a_contraction_with_factor_eps_rho_over_mu_plus_rho(rho
     T = lambda v: model.T(v, d)  # noqa: E731
     assert lipschitz_ratio(T, z, scale=0.5) < bound
     assert _fd_power(T, z) < bound
+    assert lipschitz_power(T, z) < bound
+    # the solve's forward-mode derivative (used by lipschitz_power) agrees with central differences
+    v = torch.randn_like(z)
+    _, jv = torch.func.jvp(T, (z,), (v,))
+    with torch.no_grad():
+        fd = (T(z + 1e-5 * v) - T(z - 1e-5 * v)) / 2e-5
+    torch.testing.assert_close(jv, fd, rtol=1e-6, atol=1e-8)
     # the bound is a product of two tight pieces: ||rho (A^T A + rho I)^{-1}|| = rho / (mu + rho) exactly
     assert bound < 1
 
