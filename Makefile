@@ -96,6 +96,10 @@ TRAIN64_RHO1 = --preset fast --size 64 --data-cache $(CACHE64) --blur 9x9_var5 -
 # the JFB and IFT runs of chapters 6-7: weighted regulariser, one CPU thread each, run side by side
 TRAIN64 = --preset fast --size 64 --data-cache $(CACHE64) --blur 9x9_var5 --n-train 8000 --rho 0.02 \
 	--pretrain-epochs 1 --lr 1e-3 --n-eval 64 --eval-every 50 --threads 1
+# the chapter 6-7 runs with the proximal data step and the averaged network (best so far)
+TRAINPROX = --preset fast --size 64 --data-cache $(CACHE64) --blur 9x9_var5 --n-train 8000 --rho 0.05 \
+	--data-step proximal --skip --activation maxmin --lipschitz 0.99 --pretrain-epochs 1 --lr 3e-3 \
+	--n-eval 64 --eval-every 50 --threads 1
 CKPTS64 = --checkpoint degrad_jfb=results/train/celeba64_9x9_var5_jfb/checkpoint.pt \
 	--checkpoint degrad_ift=results/train/celeba64_9x9_var5_ift/checkpoint.pt
 SLIM = $(BIN)/python -c "import sys; from jfb_core.train import slim_checkpoint as s; s(sys.argv[1], sys.argv[2])"

@@ -173,7 +173,8 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
         if first is None or first[1].get("denoiser") is None:
             raise ValueError("pnp needs --checkpoint of a run with pretraining (its denoiser is used)")
         model, ckpt, path = first
-        f = DnCNN(model.f.depth, model.f.channels, lipschitz=model.f.lipschitz, skip=model.f.skip).to(args.device)
+        f = DnCNN(model.f.depth, model.f.channels, lipschitz=model.f.lipschitz, skip=model.f.skip,
+                  activation=model.f.activation).to(args.device)
         f.load_state_dict(ckpt["denoiser"])
         f.eval()
         A = model.A
@@ -276,7 +277,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
     if args.size is not None:
         overrides["image_size"] = args.size
-    for name in ("data_step", "skip"):
+    for name in ("data_step", "skip", "activation"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.data_cache:
@@ -415,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--data-step", choices=["gradient", "proximal"], default=None,
                     help="DE-GRAD's explicit data step (eq. 3.5) or the exact (proximal) one of chapter 6; "
                          "default: the preset's")
+    tr.add_argument("--activation", choices=["relu", "maxmin"], default=None,
+                    help="the network's nonlinearity (default: the preset's, relu)")
     tr.add_argument("--skip", action=argparse.BooleanOptionalAction, default=None,
                     help="f = c + eps (alpha (x - c) + (1 - alpha) g(x - c)) with a 1-Lipschitz g (chapter 6)")
     tr.add_argument("--neumann-k", type=int, default=5)

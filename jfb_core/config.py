@@ -99,6 +99,8 @@ class Preset:
     data_step: str = "gradient"
     # f as c + eps (alpha (x - c) + (1 - alpha) g(x - c)) with 1-Lipschitz g (DnCNN(skip=True))
     skip: bool = False
+    # the network's nonlinearity: "relu" (the paper's) or "maxmin" (pairs sorted, norm-preserving)
+    activation: str = "relu"
 
     def __post_init__(self) -> None:
         if self.dataset not in ("bundled", "celeba"):
@@ -122,6 +124,8 @@ class Preset:
             raise ValueError(f"rho must be in (0, 1], got {self.rho}")
         if self.data_step not in ("gradient", "proximal"):
             raise ValueError(f"data_step must be 'gradient' or 'proximal', got {self.data_step!r}")
+        if self.activation not in ("relu", "maxmin"):
+            raise ValueError(f"activation must be 'relu' or 'maxmin', got {self.activation!r}")
         if not isinstance(self.skip, bool):
             raise ValueError(f"skip must be True or False, got {self.skip!r}")
 

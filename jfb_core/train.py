@@ -43,7 +43,7 @@ from jfb_core.gradients import GRAD_MODES
 
 # configuration keys that must match for a checkpoint to be resumed or evaluated
 DATA_KEYS = ("image_size", "channels", "blur", "padding", "noise_std")  # must match to evaluate a checkpoint
-MODEL_KEYS = DATA_KEYS + ("depth", "width", "lipschitz", "rho", "data_step", "skip")
+MODEL_KEYS = DATA_KEYS + ("depth", "width", "lipschitz", "rho", "data_step", "skip", "activation")
 RESUME_KEYS = MODEL_KEYS + ("dataset", "grad_mode", "neumann_k", "unroll_k", "n_train", "batch_size", "lr", "seed",
                             "data_cache")
 
@@ -128,7 +128,8 @@ def build_model(preset: Preset, options: TrainOptions, device: str = "cpu"):
     from jfb_core.operators import blur_from_setting
 
     A = blur_from_setting(preset.blur, padding=preset.padding)
-    f = DnCNN(preset.depth, preset.width, in_channels=preset.channels, lipschitz=preset.lipschitz, skip=preset.skip)
+    f = DnCNN(preset.depth, preset.width, in_channels=preset.channels, lipschitz=preset.lipschitz, skip=preset.skip,
+              activation=preset.activation)
     model = DEGRAD(A, f, eta=preset.eta, m=preset.anderson_m, tol=preset.tol, max_iter=preset.max_iter,
                    grad_mode=options.grad_mode, neumann_k=options.neumann_k, unroll_k=options.unroll_k,
                    backward_tol=options.backward_tol, backward_max_iter=options.backward_max_iter,

@@ -165,3 +165,21 @@ def test_ift_gradient_of_the_proximal_fixed_point_matches_finite_differences():
 def test_data_step_is_checked():
     with pytest.raises(ValueError, match="data_step"):
         _model("newton")
+
+
+def test_maxmin_is_norm_preserving_and_keeps_the_bound():
+    from jfb_core.models import MaxMin
+
+    x = torch.randn(2, 6, 5, 5, dtype=F64)
+    y = MaxMin()(x)
+    torch.testing.assert_close(y.flatten(1).norm(dim=1), x.flatten(1).norm(dim=1))
+    a, b = x.chunk(2, dim=1)
+    assert bool((y[:, :3] >= y[:, 3:]).all()) and torch.equal(y[:, :3], torch.maximum(a, b))
+    torch.manual_seed(4)
+    f = DnCNN(depth=3, channels=8, lipschitz=0.99, skip=True, activation="maxmin").double().eval()
+    z = torch.rand(2, 3, 12, 12, dtype=F64)
+    assert f.certify((12, 12)) <= 0.99 + 1e-9 and lipschitz_power(f, z) <= 0.99
+    with pytest.raises(ValueError, match="even"):
+        DnCNN(depth=3, channels=7, activation="maxmin")
+    with pytest.raises(ValueError, match="activation"):
+        DnCNN(depth=3, channels=8, activation="tanh")

@@ -189,11 +189,12 @@ def test_proximal_averaged_model_trains_resumes_and_old_checkpoints_read_as_grad
     run = tmp_path / "prox"
     argv = ["train", "--preset", "fast", "--epochs", "1", "--n-train", str(TINY["n_train"]), "--size",
             str(TINY["image_size"]), "--depth", str(TINY["depth"]), "--width", str(TINY["width"]),
-            "--pretrain-epochs", "1", "--rho", "0.1", "--data-step", "proximal", "--skip", "--n-eval", "4",
+            "--pretrain-epochs", "1", "--rho", "0.1", "--data-step", "proximal", "--skip", "--activation", "maxmin", "--n-eval", "4",
             "--out", str(run)]
     assert main(argv) == 0
     model, ckpt = load_checkpoint(run / "checkpoint.pt")
     assert model.data_step == "proximal" and model.f.skip and ckpt["config"]["data_step"] == "proximal"
+    assert model.f.activation == "maxmin"
     assert ckpt["log"][-1]["test_converged_fraction"] > 0
     with pytest.raises(ConfigMismatch, match="data_step"):
         train(_preset(epochs=2, rho=0.1, skip=True), TrainOptions(n_eval=4), run, resume=True)
@@ -201,10 +202,10 @@ def test_proximal_averaged_model_trains_resumes_and_old_checkpoints_read_as_grad
     old = tmp_path / "old"
     train(_preset(epochs=1), TrainOptions(n_eval=4), old)
     ckpt = torch.load(old / "checkpoint.pt", weights_only=False)
-    del ckpt["config"]["data_step"], ckpt["config"]["skip"]
+    del ckpt["config"]["data_step"], ckpt["config"]["skip"], ckpt["config"]["activation"]
     torch.save(ckpt, old / "checkpoint.pt")
     model, _ = load_checkpoint(old / "checkpoint.pt")
-    assert model.data_step == "gradient" and not model.f.skip
+    assert model.data_step == "gradient" and not model.f.skip and model.f.activation == "relu"
     with pytest.raises(ValueError, match="data_step"):
         _preset(data_step="newton")
 
