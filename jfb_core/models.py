@@ -19,6 +19,15 @@ Conventions
   ``rho (1 - eps)``-strongly monotone, a Tikhonov-like floor under the
   regularisation; with ``rho = 1`` and ``eps = 0.9`` that floor (0.1) is ten
   times the weight a tuned Tikhonov uses on CelebA, and the network cannot undo it.
+* ``data_step="proximal"`` replaces the explicit step on the data term by an exact
+  one (forward-backward splitting with ``eta = 1 / rho``):
+  ``T(z) = (A^T A + rho I)^{-1} (A^T d + rho f(z))``. Same fixed points, but the
+  contraction factor is ``Lip(f) rho / (mu + rho) <= Lip(f)`` instead of
+  ``1 - eta rho (1 - eps)``. The solve is conjugate gradients with its own backward
+  (:func:`shifted_normal_solve`).
+* ``DnCNN(skip=True)`` is ``f(x) = c + eps (alpha (x - c) + (1 - alpha) g(x - c))`` with a
+  1-Lipschitz ``g``: the same bound ``eps``, the identity one parameter away.
+  ``activation="maxmin"`` sorts channel pairs instead of applying ReLU.
 """
 
 from __future__ import annotations
@@ -467,5 +476,5 @@ def lipschitz_power(fn, x: torch.Tensor, iters: int = 30, seed: int = 0) -> floa
     return float(sigma.detach().max())
 
 
-__all__ = ["BATCHNORM_MODES", "DEGRAD", "DnCNN", "SolveStats", "SpectralConv2d", "lipschitz_power",
-           "lipschitz_ratio"]
+__all__ = ["ACTIVATIONS", "BATCHNORM_MODES", "DATA_STEPS", "DEGRAD", "DnCNN", "MaxMin", "SolveStats",
+           "SpectralConv2d", "lipschitz_power", "lipschitz_ratio", "shifted_normal_solve"]
