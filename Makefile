@@ -102,6 +102,8 @@ TRAINPROX = --preset fast --size 64 --data-cache $(CACHE64) --blur 9x9_var5 --n-
 	--n-eval 64 --eval-every 50 --threads 1
 CKPTS64 = --checkpoint degrad_jfb=results/train/celeba64_9x9_var5_jfb/checkpoint.pt \
 	--checkpoint degrad_ift=results/train/celeba64_9x9_var5_ift/checkpoint.pt
+CKPTSPROX = --checkpoint degrad_jfb=results/train/celeba64_9x9_var5_prox_jfb/checkpoint.pt \
+	--checkpoint degrad_ift=results/train/celeba64_9x9_var5_prox_ift/checkpoint.pt
 SLIM = $(BIN)/python -c "import sys; from jfb_core.train import slim_checkpoint as s; s(sys.argv[1], sys.argv[2])"
 
 reproduce: $(STAMP)
@@ -119,17 +121,25 @@ reproduce: $(STAMP)
 	$(BIN)/python -m jfb_core train $(TRAIN64) --epochs 3 --grad-mode jfb --out runs/celeba64_9x9_var5_jfb & \
 	$(BIN)/python -m jfb_core train $(TRAIN64) --epochs 4 --grad-mode ift --max-steps 600 --backward-max-iter 50 \
 	  --out runs/celeba64_9x9_var5_ift; wait
-	for run in rho1_jfb jfb ift; do \
+	$(BIN)/python -m jfb_core train $(TRAINPROX) --epochs 3 --grad-mode jfb --out runs/celeba64_9x9_var5_prox_jfb & \
+	$(BIN)/python -m jfb_core train $(TRAINPROX) --epochs 1 --max-steps 500 --grad-mode ift --backward-max-iter 50 \
+	  --out runs/celeba64_9x9_var5_prox_ift; wait
+	for run in rho1_jfb jfb ift prox_jfb prox_ift; do \
 	  mkdir -p results/train/celeba64_9x9_var5_$$run; \
 	  cp runs/celeba64_9x9_var5_$$run/log.json results/train/celeba64_9x9_var5_$$run/; \
 	  $(SLIM) runs/celeba64_9x9_var5_$$run/checkpoint.pt results/train/celeba64_9x9_var5_$$run/checkpoint.pt; \
 	done
 	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods pnp,degrad_ift,degrad_jfb $(CKPTS64) \
 	  --out results/eval/celeba-paper-test_64px_9x9_var5.json
-	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods direct,tv,pnp,degrad_ift,degrad_jfb $(CKPTS64) \
-	  --tv-grid 1.25e-4,2.5e-4,5e-4,1e-3 --limit 6 --grid 6 --out results/eval/celeba-paper-test_64px_9x9_var5_table1.json
 	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods degrad_ift,degrad_jfb $(CKPTS64) --limit 50 \
 	  --solve-tol 1e-5 --solve-max-iter 400 --out results/eval/celeba-paper-test_64px_9x9_var5_tight.json
+	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods pnp,degrad_ift,degrad_jfb $(CKPTSPROX) \
+	  --out results/eval/celeba-paper-test_64px_9x9_var5_prox.json
+	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods degrad_ift,degrad_jfb $(CKPTSPROX) --limit 50 \
+	  --solve-tol 1e-5 --solve-max-iter 400 --out results/eval/celeba-paper-test_64px_9x9_var5_prox_tight.json
+	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods direct,tv,pnp,degrad_ift,degrad_jfb $(CKPTSPROX) \
+	  --tv-grid 1.25e-4,2.5e-4,5e-4,1e-3 --limit 6 --grid 6 \
+	  --out results/eval/celeba-paper-test_64px_9x9_var5_prox_table1.json
 
 clean:
 	rm -rf _build book/_build .cache
