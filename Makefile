@@ -122,7 +122,7 @@ reproduce: $(STAMP)
 	$(BIN)/python -m jfb_core train $(TRAIN64) --epochs 4 --grad-mode ift --max-steps 600 --backward-max-iter 50 \
 	  --out runs/celeba64_9x9_var5_ift; wait
 	$(BIN)/python -m jfb_core train $(TRAINPROX) --epochs 3 --grad-mode jfb --out runs/celeba64_9x9_var5_prox_jfb & \
-	$(BIN)/python -m jfb_core train $(TRAINPROX) --epochs 1 --max-steps 500 --grad-mode ift --backward-max-iter 50 \
+	$(BIN)/python -m jfb_core train $(TRAINPROX) --epochs 1 --max-steps 250 --grad-mode ift --backward-max-iter 50 \
 	  --out runs/celeba64_9x9_var5_prox_ift; wait
 	for run in rho1_jfb jfb ift prox_jfb prox_ift; do \
 	  mkdir -p results/train/celeba64_9x9_var5_$$run; \
