@@ -85,7 +85,8 @@ for k, (p, s) in paper.items():
 # * **Plug-and-Play**: proximal gradient, $x \leftarrow D(x - \tau A^\top(Ax - d))$, with the denoiser
 #   $D$ pretrained on the training split. This is the network that initialised a DE-GRAD run
 #   (so it is Lipschitz-bounded too). The step $\tau$ is tuned on the same validation images, over
-#   $\{0.5, 1, 1.5, 1.9\}$, all below $2/L$. There are two PnP rows, one for each denoiser.
+#   $\{0.5, 1, 1.5, 1.9\}$, all below $2/L$ (the evaluation of the explicit-step runs is older and
+#   used $\{0.5, 1, 1.5\}$). There are two PnP rows, one for each denoiser.
 # * **DE-GRAD** (explicit step, the paper's map (3.5)): chapter 6's second pair of runs. The
 #   `fast` network (depth 5, width 32, ReLU, Lipschitz target 0.9), the weighted regulariser
 #   $S_\Theta = \rho(I - f_\Theta)$ with $\rho$ trainable from 0.02, learning rate $10^{-3}$.
@@ -129,7 +130,7 @@ learned = {**ev["learned"], **{f"{k}_grad": v for k, v in ev_grad["learned"].ite
 names = {"direct": "direct inverse", "tv": "Total Variation (tuned)",
          "pnp_grad": "PnP (ReLU, Lip. 0.9)", "pnp": "PnP (averaged, Lip. 0.99)",
          "degrad_ift_grad": "DE-GRAD, IFT (capped)", "degrad_jfb_grad": "DE-GRAD, JFB",
-         "degrad_ift": "DE-GRAD prox., IFT", "degrad_jfb": "DE-GRAD prox., JFB"}
+         "degrad_ift": "DE-GRAD prox., IFT (capped)", "degrad_jfb": "DE-GRAD prox., JFB"}
 env = ev["provenance"]["environment"]
 print(f"{ev['test']['name']}: {ev['test']['n']} test images, {ev['test']['size']}x{ev['test']['size']}, "
       f"blur {ev['blur']['name']}, noise {ev['noise_std']}, device {env['device']}")
@@ -279,17 +280,19 @@ for label, f, suffix in (("training tolerance", ev_grad, "_grad"), ("tight", tig
 #
 # Chapter 5 measured one training step. JFB's backward costs about one pass of
 # $T_\Theta$, while IFT's adds an adjoint solve. What matters in practice is the time to
-# reach a given test PSNR. Both runs scored the same 64 test images every 50 optimiser
-# steps and recorded the training time without the evaluations (the time axis
+# reach a given test PSNR. In each pair, both runs scored the same 64 test images every 50
+# optimiser steps and recorded the training time without the evaluations (the time axis
 # includes the common pretraining epoch, about the same for both). IFT's adjoint solve
 # was capped at 50 iterations (a fixed-point iteration to relative residual $10^{-4}$).
 # Its largest final residual is printed below, so you can see how exact its
 # gradients were. The question is how long JFB takes to come within 0.5 dB of IFT's
 # final PSNR, compared with IFT's whole run. One score on 64 images jumps by a few
 # tenths of a dB between evaluations, so both curves are compared through the mean
-# of their last three evaluations. Keep in mind that IFT was *stopped* at 600 steps,
-# so "IFT's final PSNR" is where IFT stood after that time budget. It is not the
-# quality IFT would reach if trained to convergence.
+# of their last three evaluations. Keep in mind that the IFT runs were *stopped* (at 600 and
+# 250 steps), so "IFT's final PSNR" is where IFT stood after that time budget. It is not the
+# quality IFT would reach if trained to convergence. The runs of a pair shared the two CPU
+# cores, one thread each; the proximal IFT run had the machine to itself for its last
+# minutes, after its JFB twin had finished, which if anything flatters IFT's time.
 
 # %%
 def smooth(curve, k=3):
