@@ -133,7 +133,7 @@ reproduce: $(STAMP)
 	  --out results/eval/celeba-paper-test_64px_9x9_var5.json
 	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods degrad_ift,degrad_jfb $(CKPTS64) --limit 50 \
 	  --solve-tol 1e-5 --solve-max-iter 400 --out results/eval/celeba-paper-test_64px_9x9_var5_tight.json
-	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods pnp,degrad_ift,degrad_jfb $(CKPTSPROX) \
+	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods degrad_ift,degrad_jfb $(CKPTSPROX) \
 	  --out results/eval/celeba-paper-test_64px_9x9_var5_prox.json
 	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods degrad_ift,degrad_jfb $(CKPTSPROX) --limit 50 \
 	  --solve-tol 1e-5 --solve-max-iter 400 --out results/eval/celeba-paper-test_64px_9x9_var5_prox_tight.json

@@ -83,10 +83,11 @@ for k, (p, s) in paper.items():
 # * **TV**: gradient descent with momentum on the smoothed-TV objective. Its weight is
 #   tuned on 100 validation images (the last of the training range), never on the test images.
 # * **Plug-and-Play**: proximal gradient, $x \leftarrow D(x - \tau A^\top(Ax - d))$, with the denoiser
-#   $D$ pretrained on the training split. This is the network that initialised a DE-GRAD run
-#   (so it is Lipschitz-bounded too). The step $\tau$ is tuned on the same validation images, over
-#   $\{0.5, 1, 1.5, 1.9\}$, all below $2/L$ (the evaluation of the explicit-step runs is older and
-#   used $\{0.5, 1, 1.5\}$). There are two PnP rows, one for each denoiser.
+#   $D$ pretrained on the training split: the network that initialised the explicit-step runs
+#   (ReLU, Lipschitz constant at most 0.9). The step $\tau$ is tuned on the same validation images,
+#   over $\{0.5, 1, 1.5\}$. (The library now tunes over $\{0.5, 1, 1.5, 1.9\}$, all below $2/L$; the
+#   proximal runs' averaged denoiser appears in the reconstruction grid below, scored on its six
+#   images only, because its full evaluation did not fit this version's time budget.)
 # * **DE-GRAD** (explicit step, the paper's map (3.5)): chapter 6's second pair of runs. The
 #   `fast` network (depth 5, width 32, ReLU, Lipschitz target 0.9), the weighted regulariser
 #   $S_\Theta = \rho(I - f_\Theta)$ with $\rho$ trainable from 0.02, learning rate $10^{-3}$.
@@ -122,13 +123,12 @@ for f in (ev, ev_grad):
 # the tuned TV weight and PnP step must lie inside their grids (at an edge, the best could lie outside)
 assert base["settings"]["tv_grid"][0] < base["methods"]["tv"]["weight"] < base["settings"]["tv_grid"][-1]
 print(f"TV weight {base['methods']['tv']['weight']:.1e} in grid {base['settings']['tv_grid']}")
-for label, f in (("PnP, proximal runs' denoiser", ev), ("PnP, explicit runs' denoiser", ev_grad)):
-    print(f"{label}: step {f['methods']['pnp']['weight']} in grid {f['methods']['pnp']['tuning']['weights']}")
+print(f"PnP step {ev_grad['methods']['pnp']['weight']} in grid {ev_grad['methods']['pnp']['tuning']['weights']}")
 methods = {**base["methods"], **ev["methods"],
            **{f"{k}_grad": v for k, v in ev_grad["methods"].items() if k in ("pnp", "degrad_jfb", "degrad_ift")}}
 learned = {**ev["learned"], **{f"{k}_grad": v for k, v in ev_grad["learned"].items()}}
 names = {"direct": "direct inverse", "tv": "Total Variation (tuned)",
-         "pnp_grad": "PnP (ReLU, Lip. 0.9)", "pnp": "PnP (averaged, Lip. 0.99)",
+         "pnp_grad": "Plug-and-Play (PGD)",
          "degrad_ift_grad": "DE-GRAD, IFT (capped)", "degrad_jfb_grad": "DE-GRAD, JFB",
          "degrad_ift": "DE-GRAD prox., IFT (capped)", "degrad_jfb": "DE-GRAD prox., JFB"}
 env = ev["provenance"]["environment"]
@@ -164,7 +164,7 @@ fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
 axes[0].barh(list(paper), [v[0] for v in paper.values()], color="0.6")
 axes[0].set(title="paper, Table 2 (128x128, quoted rows)", xlabel="PSNR (dB)")
 ours = {names[k]: methods[k]["psnr_mean"]
-        for k in ("tv", "pnp_grad", "pnp", "degrad_ift_grad", "degrad_jfb_grad", "degrad_ift", "degrad_jfb")}
+        for k in ("tv", "pnp_grad", "degrad_ift_grad", "degrad_jfb_grad", "degrad_ift", "degrad_jfb")}
 axes[1].barh(list(ours), list(ours.values()), color="C0")
 axes[1].set(title="course (CelebA 64x64, 9x9 var 5, CPU; DE-GRAD solved to 1e-3)", xlabel="PSNR (dB)")
 for ax, vals in ((axes[0], [v[0] for v in paper.values()]), (axes[1], list(ours.values()))):
@@ -182,7 +182,7 @@ plt.show()
 
 # %%
 psnr = {k: np.array(methods[k]["per_image"]["psnr"]) for k in names}
-for k in ("degrad_jfb", "degrad_ift", "degrad_jfb_grad", "pnp"):
+for k in ("degrad_jfb", "degrad_ift", "degrad_jfb_grad", "pnp_grad"):
     diff = psnr[k] - psnr["tv"]
     print(f"{names[k]:<28} minus tuned TV: mean {diff.mean():+.2f} dB, median {np.median(diff):+.2f} dB, "
           f"better on {np.mean(diff > 0):6.1%} of the {len(diff)} images")
@@ -216,12 +216,12 @@ plt.show()
 # * **The TV baseline is tuned.** In the paper, JFB sits 0.18 dB above a TV row quoted
 #   from another paper. Here TV is tuned on validation images, and it is a strong
 #   baseline at this size: chapter 2 found the same for $128 \times 128$.
-# * **The PnP rows are handicapped on purpose, and say so.** Their denoisers are constrained
-#   to Lipschitz constant 0.9 or 0.99 so that the iteration provably converges (exercise 1). A
+# * **The PnP row is handicapped on purpose, and says so.** Its denoiser is constrained
+#   to Lipschitz constant 0.9 so that the iteration provably converges (exercise 1). A
 #   contractive denoiser cannot be the identity on clean images, and PnP's fixed point
 #   inherits that bias. PnP with an unconstrained denoiser, as usually run, avoids this bias
-#   but loses the convergence guarantee. The denoisers were also trained for one epoch
-#   only, as initialisations for DE-GRAD, not as the best denoisers this network could be.
+#   but loses the convergence guarantee. The denoiser was also trained for one epoch
+#   only, as an initialisation for DE-GRAD, not as the best denoiser this network could be.
 # ```
 #
 # ## Are the fixed points real?
@@ -257,24 +257,32 @@ for label, f, suffix in (("training tolerance", ev_grad, "_grad"), ("tight", tig
 
 # %% [markdown]
 # If the two columns agreed, the networks' quality would belong to their fixed
-# points, as the implicit-network view assumes. **They do not agree, by several dB.**
-# Solved to $10^{-5}$, every solve converged (several times more Anderson iterations
-# than at the training tolerance), and both networks fall far below tuned TV. The
-# JFB-trained one falls back almost to the measurement's own PSNR. So most of the quality at the
-# training tolerance came from *stopping early*. Started at $A^\top d$, a dozen Anderson
-# steps are a regularised reconstruction in their own right, and training has tuned
-# the network for that truncated solve, not for its fixed point. Neither chapter 6's
-# training log nor a residual test could reveal this: the tolerance was met every time.
+# points, as the implicit-network view assumes. **For the explicit-step pair they do not
+# agree, by several dB.** Solved to $10^{-5}$, every solve converged (several times more
+# Anderson iterations than at the training tolerance), and both networks fall far below
+# tuned TV. The JFB-trained one falls back almost to the measurement's own PSNR. So most
+# of their quality at the training tolerance came from *stopping early*. Started at
+# $A^\top d$, a dozen Anderson steps are a regularised reconstruction in their own right,
+# and training tuned the network for that truncated solve, not for its fixed point.
+# Neither chapter 6's training log nor a residual test could reveal this: the tolerance
+# was met every time. A likely reason why JFB is hit harder is chapter 6's remark on the
+# gradients: JFB drops $(I - \partial T_\Theta/\partial x)^{-1}$, whose largest amplification, about
+# $1/(\eta\rho(1 - \epsilon))$, acts exactly in the slow directions where the fixed point and the
+# early-stopped iterate differ.
 #
-# This is the trade-off that the small $\rho$ of chapter 6 buys: a weaker floor under the
-# regularisation, and a contraction so slow ((6.2)) that a relative residual of $10^{-3}$
-# is far from the fixed point. The JFB-trained network is hit harder than the
-# IFT-trained one. A likely reason is chapter 6's remark on the gradients: JFB drops
-# $(I - \partial T_\Theta/\partial x)^{-1}$, whose largest amplification, about $1/(\eta\rho(1 - \epsilon))$, acts exactly in
-# the slow directions where the fixed point and the early-stopped iterate differ. The
-# lesson for anyone training implicit networks is to quote the PSNR at a solved fixed
-# point, together with the tolerance that defines "solved". By that standard neither
-# CPU-scale network here beats tuned TV.
+# **For the proximal pair the columns agree** to a few hundredths of a dB: its quality
+# belongs to its fixed points, and both networks stay at or above tuned TV there. This is
+# what the exact data step of chapter 6 bought. One caveat about what "solved" means for
+# this pair: each step (6.3) is itself a conjugate-gradient solve, started at the current
+# iterate, with a relative tolerance of $10^{-5}$. Once an iterate satisfies (6.3) to that
+# tolerance, the inner solve has nothing left to do, returns the iterate unchanged, and the
+# outer residual reads exactly 0, as printed above. The fixed-point equation then holds to
+# the inner tolerance, measured on $(A^\top A + \rho I) z = A^\top d + \rho f_\Theta(z)$; in the distance
+# $\|T(z) - z\|$ that can be up to $1/\rho$ (about 30) times larger. Quote "solved" with both
+# tolerances.
+#
+# The lesson for anyone training implicit networks is to quote the PSNR at a solved fixed
+# point, together with the tolerance that defines "solved".
 #
 # ## Training time to a given quality
 #
