@@ -183,7 +183,7 @@ def plot_psnr_curves(ax, runs_and_labels):
     for r_run, label in runs_and_labels:
         c = r_run["curve"]
         ax.plot([p["steps"] for p in c], [p["test_psnr"] for p in c], "o-", ms=3, label=label)
-    ax.axhline(base["methods"]["tv"]["psnr_mean"], color="C2", ls="--", label="tuned TV (2,000 test images)")
+    ax.axhline(base["methods"]["tv"]["psnr_mean"], color="k", ls="--", label="tuned TV (2,000 test images)")
     ax.axhline(base["measurement"]["psnr_mean"], color="grey", ls=":", label="measurement d")
     ax.set(xlabel="optimiser steps", ylabel="test PSNR (dB)", title="test PSNR during training")
     ax.legend(fontsize=7)
