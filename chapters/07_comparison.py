@@ -139,7 +139,7 @@ m = ev["measurement"]
 print(f"{'measurement d':<28} {m['psnr_mean']:6.2f} {m['ssim_mean']:6.3f}")
 for key, label in names.items():
     r = methods[key]
-    t = f"{learned[key]['train_seconds'] / 60:10.1f} min" if key in learned else ""
+    t = f"{learned[key]['train_seconds'] / 60:10.1f} min" if "train_seconds" in learned.get(key, {}) else ""
     w = "" if r["weight"] is None else f"{r['weight']:.1e}"
     print(f"{label:<28} {r['psnr_mean']:6.2f} {r['ssim_mean']:6.3f} {w:>7} {t:>15}")
 
@@ -204,6 +204,12 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
+# The proximal JFB network beats tuned TV on about 70% of the test images, by 0.19 dB on
+# average, and by the same margin on the 1,936 images that played no part in any choice, so
+# chapter 6's small search on the first 64 did not inflate it. Its SSIM equals TV's. That is
+# a real gain, but a small one: far from the +2 dB the course aimed for (see the targets
+# below). The explicit-step networks stay more than 1.5 dB below TV on almost every image.
+#
 # ```{admonition} What this table does and does not show
 # :class: important
 #
@@ -270,8 +276,8 @@ for label, f, suffix in (("training tolerance", ev_grad, "_grad"), ("tight", tig
 # $1/(\eta\rho(1 - \epsilon))$, acts exactly in the slow directions where the fixed point and the
 # early-stopped iterate differ.
 #
-# **For the proximal pair the columns agree** to a few hundredths of a dB: its quality
-# belongs to its fixed points, and both networks stay at or above tuned TV there. This is
+# **For the proximal pair the columns agree**, to within 0.05 dB: its quality belongs to
+# its fixed points, and both networks stay above tuned TV there. This is
 # what the exact data step of chapter 6 bought. One caveat about what "solved" means for
 # this pair: each step (6.3) is itself a conjugate-gradient solve, started at the current
 # iterate, with a relative tolerance of $10^{-5}$. Once an iterate satisfies (6.3) to that
@@ -355,12 +361,21 @@ for pair, label in ((runs_grad, "explicit step"), (runs, "proximal step")):
         print(f"{label}, JFB: never within 0.5 dB of IFT's final PSNR in this run")
 
 # %% [markdown]
+# In both pairs JFB came within 0.5 dB of IFT's final quality in about an eighth of IFT's
+# training time, and IFT did not end clearly above JFB. An IFT step cost about 3 (explicit
+# pair) to 8 (proximal pair) JFB steps. The proximal pair's adjoint solves were much closer
+# to exact than the explicit pair's (largest final residual 0.19 against 0.81), because (6.3)
+# contracts far better, but they still often ran into the cap of 50 iterations; an exact
+# implicit gradient would have cost even more per step.
+#
 # ## Reconstructions
 #
 # The paper's Table 1 shows rows of ground truth, noisy blurred input, direct
 # inverse, TV gradient descent and DE-GRAD with JFB. The same layout for the first
-# six test images (with PnP and IFT added), as written by
-# `python -m jfb_core evaluate ... --limit 6 --grid 6` with the same tuning as above:
+# six test images, for the proximal pair (with PnP, using that pair's 0.99-Lipschitz denoiser
+# and a step tuned over $\{0.5, 1, 1.5, 1.9\}$, and IFT added), as written by
+# `python -m jfb_core evaluate ... --limit 6 --grid 6`. Chapter 6 discusses what it shows,
+# including the faint grid-like texture of the DE-GRAD rows.
 
 # %%
 img = plt.imread(results / "eval" / "celeba-paper-test_64px_9x9_var5_prox_table1_grid.png")
@@ -415,6 +430,12 @@ else:
 # * For an implicit network, report the PSNR at a solved fixed point and the tolerance
 #   that defines "solved". A loose tolerance can hide a model that works only because
 #   the solver stops early.
+# * The exact data step of chapter 6 made the fixed points carry the quality: the proximal
+#   pair scores the same at tolerances $10^{-3}$ and $10^{-5}$, while the explicit pair loses
+#   several dB.
+# * At this CPU scale the best JFB-trained network beats tuned TV by 0.19 dB on 2,000 test
+#   images, short of the course's +2 dB target; JFB reached IFT's quality in about 12% of
+#   IFT's training time.
 #
 # ## Exercises
 #
