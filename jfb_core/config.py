@@ -122,10 +122,12 @@ class Preset:
             raise ValueError(f"lipschitz must be positive, got {self.lipschitz}")
         if not 0 < self.rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {self.rho}")
-        if self.data_step not in ("gradient", "proximal"):
-            raise ValueError(f"data_step must be 'gradient' or 'proximal', got {self.data_step!r}")
-        if self.activation not in ("relu", "maxmin"):
-            raise ValueError(f"activation must be 'relu' or 'maxmin', got {self.activation!r}")
+        from jfb_core.models import ACTIVATIONS, DATA_STEPS  # the model's own lists, checked early
+
+        if self.data_step not in DATA_STEPS:
+            raise ValueError(f"data_step must be one of {DATA_STEPS}, got {self.data_step!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if not isinstance(self.skip, bool):
             raise ValueError(f"skip must be True or False, got {self.skip!r}")
 
