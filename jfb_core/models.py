@@ -329,8 +329,10 @@ class DEGRAD(nn.Module):
     :mod:`jfb_core.gradients`): ``"jfb"`` (eq. 4.1, default), ``"ift"`` (exact implicit
     gradient, adjoint equation solved to ``backward_tol``), ``"neumann"`` (``neumann_k``
     extra terms, eq. 4.2) or ``"unrolled"`` (no solve: ``unroll_k`` recorded plain steps
-    from ``A^T d``). Statistics of the last solve are in ``last_stats``, of the last
-    backward in ``last_backward``.
+    from ``A^T d``). ``data_step="proximal"`` replaces the explicit data step by the exact
+    one of :meth:`T` (``eta = 1 / rho``; ``eta_raw`` is then a buffer, not a parameter).
+    Statistics of the last solve are in ``last_stats``, of the last backward in
+    ``last_backward``.
     """
 
     def __init__(self, A: GaussianBlur, f: DnCNN, eta: float = 0.4, m: int = 5, tol: float = 1e-3,
