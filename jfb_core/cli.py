@@ -137,6 +137,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
     """Reconstructors from ``--checkpoint NAME=PATH`` (DE-GRAD) and ``pnp`` (the first checkpoint's denoiser)."""
+    import torch
+
     from jfb_core.baselines import pnp_pgd
     from jfb_core.models import DnCNN
     from jfb_core.train import DATA_KEYS, check_compatible, load_checkpoint
@@ -151,12 +153,19 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
             model.tol = args.solve_tol
         if args.solve_max_iter is not None:
             model.max_iter = args.solve_max_iter
+        if args.solve_tol is not None and model.data_step == "proximal":
+            # the inner CG is warm-started at z: with its trained tolerance it stops at once when
+            # (6.3) already holds that well, and the outer residual then reads 0; solve it 100x tighter
+            model.inner_tol = min(model.inner_tol, args.solve_tol / 100)
+            model.inner_max_iter = max(model.inner_max_iter, 1000)
+        dtype = torch.float64 if args.float64 else torch.float32
+        model.to(dtype)
         check_compatible(ckpt["config"], {**ckpt["config"], **preset.to_dict()},
                          keys=DATA_KEYS, what=f"evaluate {path}")
         solver = {"images": 0, "converged": 0.0, "iterations": 0, "residual_max": 0.0}
 
-        def rec(d, w=None, model=model, solver=solver):
-            out = model(d)
+        def rec(d, w=None, model=model, solver=solver, dtype=dtype):
+            out = model(d.to(dtype)).to(d.dtype)
             st = model.last_stats  # per-sample statistics of this batch's Anderson solve
             solver["images"] += len(st.iterations)
             solver["converged"] += st.converged_fraction * len(st.iterations)
@@ -167,6 +176,8 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
         extra[name] = (rec, None)
         config[name] = {"checkpoint": path, "epoch": ckpt["epoch"], "train_seconds": ckpt["train_seconds"],
                         "solve_tol": model.tol, "solve_max_iter": model.max_iter, "solver": solver,
+                        "dtype": str(dtype).removeprefix("torch."),
+                        "inner_tol": model.inner_tol if model.data_step == "proximal" else None,
                         "grad_mode": ckpt["config"]["grad_mode"], "final_log": ckpt["log"][-1] if ckpt["log"] else None}
         first = first or (model, ckpt, path)
     if "pnp" in methods:
@@ -286,7 +297,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     options = TrainOptions(grad_mode=args.grad_mode, neumann_k=args.neumann_k, unroll_k=args.unroll_k,
                            backward_tol=args.backward_tol, backward_max_iter=args.backward_max_iter,
                            backward_solver=args.backward_solver, n_eval=args.n_eval, data_cache=args.data_cache,
-                           amp=args.amp, max_steps=args.max_steps, eval_every=args.eval_every)
+                           amp=args.amp, max_steps=args.max_steps, eval_every=args.eval_every,
+                           checkpoint_every=args.checkpoint_every)
     if preset.dataset == "celeba" and not args.data_cache:
         raise ValueError("the preset trains on CelebA: pass --data-cache FILE made by "
                          "`python -m jfb_core prepare --data /path/to/celeba`")
@@ -395,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Anderson tolerance for the checkpoints' fixed points (default: the trained one)")
     ev.add_argument("--solve-max-iter", type=int, default=None,
                     help="Anderson iteration cap for the checkpoints (default: the trained one)")
+    ev.add_argument("--float64", action="store_true",
+                    help="solve the checkpoints' fixed points in float64 (float32 cannot resolve a --solve-tol "
+                         "much below 1e-5); with --solve-tol the proximal step's inner solve is 100x tighter")
     pr = subs["prepare"]
     pr.add_argument("--data", required=True, help="CelebA folder holding img_align_celeba/")
     pr.add_argument("--out", default=None, help="cache file (default: runs/celeba_SUBSET_SIZE.pt)")
@@ -430,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "else at most the preset's n_test)")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps in all")
     tr.add_argument("--eval-every", type=int, default=0, help="also score the eval images every N steps")
+    tr.add_argument("--checkpoint-every", type=int, default=0,
+                    help="also checkpoint every N steps within an epoch, so an interrupted run "
+                         "loses at most N steps on --resume (default: only at epoch ends)")
     tr.add_argument("--amp", action="store_true", help="bfloat16 autocast on a GPU")
     tr.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     be = subs["bench"]

@@ -13,11 +13,13 @@ Optional pretraining fits the network ``f_Theta`` (``S = I - f``) as a denoiser,
 pretrained denoiser is stored in the checkpoint and serves Plug-and-Play.
 
 Everything a run needs to continue is in one checkpoint, written atomically at the
-end of every epoch: model, optimiser, epoch, the per-epoch log, the random
-generator state and the configuration. ``resume`` continues from it and refuses a
+end of every epoch (and, with ``checkpoint_every``, every so many steps within one):
+model, optimiser, epoch, the per-epoch log, the random generator state and the
+configuration; a mid-epoch checkpoint also holds the batches done and the epoch's
+running sums, so a resumed run takes the same batches in the same order. ``resume`` continues from it and refuses a
 checkpoint whose configuration differs in anything that defines the model or
 the data. A non-finite loss stops training with :class:`TrainingDiverged`; the
-last checkpoint on disk is then the last good epoch.
+last checkpoint on disk is then the last good state.
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in
 ``DistributedDataParallel`` (``gloo`` on CPU, ``nccl`` on GPU); each rank takes
@@ -64,16 +66,20 @@ class TrainOptions:
     amp: bool = False  # bfloat16 autocast of the network on a GPU
     max_steps: int | None = None  # stop after this many optimiser steps in total (for tests and demos)
     eval_every: int = 0  # also score the eval images every this many steps (0: only after each epoch)
+    checkpoint_every: int = 0  # also checkpoint every this many steps, mid-epoch (0: only after each epoch)
 
     def __post_init__(self) -> None:
         if self.grad_mode not in GRAD_MODES:
             raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {self.grad_mode!r}")
         if self.n_eval < 1:
             raise ValueError(f"n_eval must be >= 1, got {self.n_eval}")
+        for name in ("eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; nothing of the failing epoch was saved."""
+    """The loss became NaN or infinite; nothing after the last checkpoint was saved."""
 
 
 class ConfigMismatch(ValueError):
@@ -278,6 +284,8 @@ def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str]
     log: list[dict[str, Any]] = []
     curve: list[dict[str, Any]] = []  # (steps, training seconds, test PSNR) every eval_every steps
     start_epoch, steps, train_seconds = 0, 0, 0.0
+    partial = None  # the running sums of an epoch interrupted after a mid-epoch checkpoint
+    saved_at = "nothing yet"  # what the checkpoint on disk holds, for the divergence message
     pretrain_history: list[float] = []
     denoiser_state = None
     if resume and ckpt_path.exists():
@@ -289,8 +297,11 @@ def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str]
         curve = ckpt.get("curve", [])
         train_seconds = ckpt["train_seconds"]
         pretrain_history, denoiser_state = ckpt.get("pretrain_history", []), ckpt.get("denoiser")
+        partial = ckpt.get("partial")
+        saved_at = f"epoch {start_epoch}, step {steps}"
         if progress:
-            progress({"phase": "resume", "epoch": start_epoch, "steps": steps})
+            progress({"phase": "resume", "epoch": start_epoch, "steps": steps,
+                      "batch": partial["batch"] if partial else 0})
     elif preset.pretrain_epochs > 0:
         t0 = time.perf_counter()
         pretrain_history = pretrain_denoiser(model.f, x_train, preset.pretrain_epochs, preset.batch_size, preset.lr,
@@ -311,7 +322,14 @@ def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str]
         batches = batches[rank::world]
         model.train()
         t_epoch, total, count, iters, biters, bres = time.perf_counter(), 0.0, 0, [], [], []
+        first = 0
+        if partial is not None:  # continue the interrupted epoch after its last checkpointed batch
+            first, total, count = partial["batch"], partial["total"], partial["count"]
+            iters, biters, bres = partial["iters"], partial["biters"], partial["bres"]
+            partial = None
         for b, idx in enumerate(batches):
+            if b < first:
+                continue
             xb = x_train[idx].to(device)
             d = measure(A, xb, preset.noise_std, seed=preset.seed, indices=[id_train[i] for i in idx])
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=options.amp and device.startswith("cuda")):
@@ -320,7 +338,7 @@ def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str]
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {loss.item()} at epoch {epoch + 1}, batch {b + 1}; the checkpoint "
-                    f"{ckpt_path} (if any) holds the last good epoch ({start_epoch if not log else log[-1]['epoch']})")
+                    f"{ckpt_path} holds the last good state ({saved_at})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -347,6 +365,19 @@ def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str]
                 t_epoch += time.perf_counter() - paused
             if options.max_steps is not None and steps >= options.max_steps:
                 break
+            if options.checkpoint_every and steps % options.checkpoint_every == 0 and b + 1 < len(batches):
+                # mid-epoch: the epoch counter stays, the batches done and the epoch's running sums
+                # are saved, so that --resume continues with the next batch of the same order
+                if rank == 0:
+                    now = time.perf_counter()
+                    save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                                 "steps": steps, "train_seconds": train_seconds + now - t_epoch, "log": log,
+                                 "config": config, "pretrain_history": pretrain_history,
+                                 "denoiser": denoiser_state, "curve": curve, "environment": environment_info(device),
+                                 "partial": {"batch": b + 1, "total": total, "count": count, "iters": iters,
+                                             "biters": biters, "bres": bres}}, ckpt_path)
+                    t_epoch += time.perf_counter() - now  # writing is not training time
+                    saved_at = f"epoch {epoch + 1}, batch {b + 1} of {len(batches)}, step {steps}"
         train_seconds += time.perf_counter() - t_epoch
         if world > 1:
             torch.distributed.barrier()
@@ -368,6 +399,7 @@ def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str]
                      "pretrain_history": pretrain_history, "denoiser": denoiser_state, "curve": curve,
                      "environment": environment_info(device)}
             save_atomic(state, ckpt_path)
+            saved_at = f"end of epoch {epoch + 1}, step {steps}"
             write_json(log_path, {"config": config, "pretrain_history": pretrain_history, "log": log,
                                   "curve": curve, "provenance": provenance(config=config, device=device)})
             if progress:

@@ -47,6 +47,37 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
     torch.testing.assert_close(_params(a), _params(b), rtol=0, atol=0)
 
 
+def test_mid_epoch_checkpoint_resumes_exactly(tmp_path):
+    """Interrupted after step 3 of an epoch, a run checkpointed every 2 steps resumes at step 2 and
+    ends with the parameters, log and step count of the uninterrupted run."""
+    torch.set_num_threads(1)
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    preset = _preset(epochs=2)
+    ref = train(preset, TrainOptions(n_eval=4), full)
+
+    def interrupt(info):
+        if info.get("phase") == "train" and info["epoch"] == 2 and info["batch"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(preset, TrainOptions(n_eval=4, checkpoint_every=2), cut, progress=interrupt)
+    saved = torch.load(cut / "checkpoint.pt", weights_only=False)
+    n_batches = ref.log[0]["steps"]
+    assert saved["epoch"] == 1 and saved["partial"]["batch"] == 2 and saved["steps"] == n_batches + 2
+    seen = []
+    res = train(preset, TrainOptions(n_eval=4, checkpoint_every=2), cut, resume=True, progress=seen.append)
+    assert seen[0] == {"phase": "resume", "epoch": 1, "steps": n_batches + 2, "batch": 2}
+    assert [r["batch"] for r in seen if r.get("phase") == "train"][0] == 3  # the next batch, not the first
+    a, _ = load_checkpoint(full / "checkpoint.pt")
+    b, ckpt = load_checkpoint(cut / "checkpoint.pt")
+    torch.testing.assert_close(_params(a), _params(b), rtol=0, atol=0)
+    assert "partial" not in ckpt and ckpt["steps"] == ref.log[-1]["steps"]
+    for key in ("steps", "train_loss", "test_psnr", "train_iterations"):
+        assert res.log[-1][key] == pytest.approx(ref.log[-1][key], rel=1e-6)
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        TrainOptions(checkpoint_every=-1)
+
+
 def test_resume_refuses_another_configuration(tmp_path):
     train(_preset(epochs=1), TrainOptions(n_eval=4), tmp_path)
     with pytest.raises(ConfigMismatch, match="width"):
@@ -60,7 +91,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     good = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
     real = jfb_core.data.measure
     monkeypatch.setattr(jfb_core.data, "measure", lambda *a, **k: real(*a, **k) * float("nan"))
-    with pytest.raises(TrainingDiverged, match="last good epoch"):
+    with pytest.raises(TrainingDiverged, match=r"last good state \(epoch 1, step"):
         train(_preset(epochs=2), TrainOptions(n_eval=4), tmp_path, resume=True)
     kept = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert kept["epoch"] == 1
@@ -225,3 +256,30 @@ def test_evaluate_can_solve_checkpoints_further_than_training_did(tmp_path):
     assert solver["images"] == 4 and 0 <= solver["converged_fraction"] <= 1
     assert solver["iterations_mean"] > 1 and solver["residual_max"] >= 0
     assert (solver["converged_fraction"] == 1) == (solver["residual_max"] <= 1e-6)
+
+
+def test_evaluate_in_float64_tightens_the_proximal_inner_solve(tmp_path):
+    """A tight solve of a proximal checkpoint must not stop on the warm-started inner CG (residual 0)."""
+    from jfb_core.cli import main
+
+    run = tmp_path / "run"
+    train(_preset(epochs=1, data_step="proximal", rho=0.05), TrainOptions(n_eval=4), run)
+    out = tmp_path / "tight64.json"
+    assert main(["evaluate", "--preset", "fast", "--size", "16", "--methods", "net", "--limit", "4", "--n-val", "4",
+                 "--checkpoint", f"net={run / 'checkpoint.pt'}", "--solve-tol", "1e-9", "--solve-max-iter", "400",
+                 "--float64", "--out", str(out)]) == 0
+    learned = json.loads(out.read_text())["learned"]["net"]
+    assert learned["dtype"] == "float64" and learned["inner_tol"] == pytest.approx(1e-11)
+    solver = learned["solver"]
+    assert solver["converged_fraction"] == 1 and 0 < solver["residual_max"] <= 1e-9
+
+    # the same checkpoint solved to 1e-9 with its trained inner tolerance, independently, in float64
+    model, ckpt = load_checkpoint(run / "checkpoint.pt")
+    model.double()
+    model.tol, model.max_iter, model.inner_tol = 1e-9, 400, 1e-13
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    d = model.A(x)
+    z = model.solve(d).z
+    with torch.no_grad():
+        r = (model.T(z, d) - z).flatten(1).norm(dim=1) / z.flatten(1).norm(dim=1)
+    assert r.max() <= 1e-8
