@@ -312,7 +312,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return
         phase = p["phase"]
         if phase == "resume":
-            print(f"resuming from epoch {p['epoch']} ({p['steps']} steps done)", file=sys.stderr)
+            within = f", {p['batch']} batches into epoch {p['epoch'] + 1}" if p.get("batch") else ""
+            print(f"resuming after epoch {p['epoch']} ({p['steps']} steps done{within})", file=sys.stderr)
         elif phase in ("pretrain", "train"):
             key = f"{phase}{p['epoch']}"
             if key not in bars:
