@@ -140,7 +140,7 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
     import torch
 
     from jfb_core.baselines import pnp_pgd
-    from jfb_core.models import DnCNN
+    from jfb_core.models import make_network
     from jfb_core.train import DATA_KEYS, check_compatible, load_checkpoint
 
     extra, config = {}, {}
@@ -184,8 +184,8 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
         if first is None or first[1].get("denoiser") is None:
             raise ValueError("pnp needs --checkpoint of a run with pretraining (its denoiser is used)")
         model, ckpt, path = first
-        f = DnCNN(model.f.depth, model.f.channels, lipschitz=model.f.lipschitz, skip=model.f.skip,
-                  activation=model.f.activation).to(args.device)
+        f = make_network(model.f.arch, model.f.depth, model.f.channels, lipschitz=model.f.lipschitz,
+                         skip=model.f.skip, activation=model.f.activation).to(args.device)
         f.load_state_dict(ckpt["denoiser"])
         f.eval()
         A = model.A
@@ -288,7 +288,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
     if args.size is not None:
         overrides["image_size"] = args.size
-    for name in ("data_step", "skip", "activation"):
+    for name in ("data_step", "skip", "activation", "arch"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.data_cache:
@@ -434,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "default: the preset's")
     tr.add_argument("--activation", choices=["relu", "maxmin"], default=None,
                     help="the network's nonlinearity (default: the preset's, relu)")
+    tr.add_argument("--arch", choices=["dncnn", "cpl"], default=None,
+                    help="the network f: the paper's spectrally normalised DnCNN or convex potential layers "
+                         "(chapter 6; default: the preset's, dncnn)")
     tr.add_argument("--skip", action=argparse.BooleanOptionalAction, default=None,
                     help="f = c + eps (alpha (x - c) + (1 - alpha) g(x - c)) with a 1-Lipschitz g (chapter 6)")
     tr.add_argument("--neumann-k", type=int, default=5)

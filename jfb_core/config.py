@@ -101,6 +101,8 @@ class Preset:
     skip: bool = False
     # the network's nonlinearity: "relu" (the paper's) or "maxmin" (pairs sorted, norm-preserving)
     activation: str = "relu"
+    # the network f: "dncnn" (the paper's, spectrally normalised) or "cpl" (convex potential layers)
+    arch: str = "dncnn"
 
     def __post_init__(self) -> None:
         if self.dataset not in ("bundled", "celeba"):
@@ -122,12 +124,16 @@ class Preset:
             raise ValueError(f"lipschitz must be positive, got {self.lipschitz}")
         if not 0 < self.rho <= 1:
             raise ValueError(f"rho must be in (0, 1], got {self.rho}")
-        from jfb_core.models import ACTIVATIONS, DATA_STEPS  # the model's own lists, checked early
+        from jfb_core.models import ACTIVATIONS, ARCHS, DATA_STEPS  # the model's own lists, checked early
 
         if self.data_step not in DATA_STEPS:
             raise ValueError(f"data_step must be one of {DATA_STEPS}, got {self.data_step!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.arch == "cpl" and self.activation != "relu":
+            raise ValueError("arch 'cpl' needs activation 'relu' (its layers need a monotone activation)")
         if not isinstance(self.skip, bool):
             raise ValueError(f"skip must be True or False, got {self.skip!r}")
 

@@ -45,7 +45,7 @@ from jfb_core.gradients import GRAD_MODES
 
 # configuration keys that must match for a checkpoint to be resumed or evaluated
 DATA_KEYS = ("image_size", "channels", "blur", "padding", "noise_std")  # must match to evaluate a checkpoint
-MODEL_KEYS = DATA_KEYS + ("depth", "width", "lipschitz", "rho", "data_step", "skip", "activation")
+MODEL_KEYS = DATA_KEYS + ("depth", "width", "lipschitz", "rho", "data_step", "skip", "activation", "arch")
 RESUME_KEYS = MODEL_KEYS + ("dataset", "grad_mode", "neumann_k", "unroll_k", "n_train", "batch_size", "lr", "seed",
                             "data_cache")
 
@@ -130,12 +130,12 @@ def split_images(preset: Preset, options: TrainOptions, split: str, n: int | Non
 
 def build_model(preset: Preset, options: TrainOptions, device: str = "cpu"):
     """A fresh DE-GRAD for ``preset`` with the backward of ``options``."""
-    from jfb_core.models import DEGRAD, DnCNN
+    from jfb_core.models import DEGRAD, make_network
     from jfb_core.operators import blur_from_setting
 
     A = blur_from_setting(preset.blur, padding=preset.padding)
-    f = DnCNN(preset.depth, preset.width, in_channels=preset.channels, lipschitz=preset.lipschitz, skip=preset.skip,
-              activation=preset.activation)
+    f = make_network(preset.arch, preset.depth, preset.width, in_channels=preset.channels,
+                     lipschitz=preset.lipschitz, skip=preset.skip, activation=preset.activation)
     model = DEGRAD(A, f, eta=preset.eta, m=preset.anderson_m, tol=preset.tol, max_iter=preset.max_iter,
                    grad_mode=options.grad_mode, neumann_k=options.neumann_k, unroll_k=options.unroll_k,
                    backward_tol=options.backward_tol, backward_max_iter=options.backward_max_iter,

@@ -233,10 +233,11 @@ def test_proximal_averaged_model_trains_resumes_and_old_checkpoints_read_as_grad
     old = tmp_path / "old"
     train(_preset(epochs=1), TrainOptions(n_eval=4), old)
     ckpt = torch.load(old / "checkpoint.pt", weights_only=False)
-    del ckpt["config"]["data_step"], ckpt["config"]["skip"], ckpt["config"]["activation"]
+    del ckpt["config"]["data_step"], ckpt["config"]["skip"], ckpt["config"]["activation"], ckpt["config"]["arch"]
     torch.save(ckpt, old / "checkpoint.pt")
     model, _ = load_checkpoint(old / "checkpoint.pt")
     assert model.data_step == "gradient" and not model.f.skip and model.f.activation == "relu"
+    assert model.f.arch == "dncnn"
     with pytest.raises(ValueError, match="data_step"):
         _preset(data_step="newton")
 
