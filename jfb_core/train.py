@@ -376,6 +376,10 @@ def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str]
                                  "denoiser": denoiser_state, "curve": curve, "environment": environment_info(device),
                                  "partial": {"batch": b + 1, "total": total, "count": count, "iters": iters,
                                              "biters": biters, "bres": bres}}, ckpt_path)
+                    write_json(log_path, {"config": config, "pretrain_history": pretrain_history, "log": log,
+                                          "curve": curve, "partial_epoch": {"epoch": epoch + 1, "batch": b + 1,
+                                                                            "steps": steps},
+                                          "provenance": provenance(config=config, device=device)})
                     t_epoch += time.perf_counter() - now  # writing is not training time
                     saved_at = f"epoch {epoch + 1}, batch {b + 1} of {len(batches)}, step {steps}"
         train_seconds += time.perf_counter() - t_epoch

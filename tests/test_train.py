@@ -64,6 +64,8 @@ def test_mid_epoch_checkpoint_resumes_exactly(tmp_path):
     saved = torch.load(cut / "checkpoint.pt", weights_only=False)
     n_batches = ref.log[0]["steps"]
     assert saved["epoch"] == 1 and saved["partial"]["batch"] == 2 and saved["steps"] == n_batches + 2
+    written = json.loads((cut / "log.json").read_text())  # the log on disk follows the checkpoint
+    assert written["partial_epoch"] == {"epoch": 2, "batch": 2, "steps": n_batches + 2} and len(written["log"]) == 1
     seen = []
     res = train(preset, TrainOptions(n_eval=4, checkpoint_every=2), cut, resume=True, progress=seen.append)
     assert seen[0] == {"phase": "resume", "epoch": 1, "steps": n_batches + 2, "batch": 2}
