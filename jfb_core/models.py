@@ -160,7 +160,29 @@ class SpectralConv2d(nn.Module):
         return out
 
 
-class DnCNN(nn.Module):
+class _Averaged:
+    """The averaged form shared by :class:`DnCNN` and :class:`CPLNet` (``skip=True``):
+    ``f(x) = c + lipschitz (alpha (x - c) + (1 - alpha) g(x - c))``."""
+
+    alpha_raw: nn.Parameter | None
+    lipschitz: float
+    centre: float
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        """The weight of the identity in the averaged form (``skip=True``): ``sigmoid(alpha_raw)``."""
+        if self.alpha_raw is None:
+            raise AttributeError("alpha exists only with skip=True")
+        return torch.sigmoid(self.alpha_raw)
+
+    def _averaged(self, y: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+        # f(x) = c + eps (alpha (x - c) + (1 - alpha) g(x - c)): an average of the identity
+        # and a 1-Lipschitz g, scaled by eps, about the mid-grey c; Lip(f) <= eps
+        a = self.alpha
+        return self.centre + self.lipschitz * (a * y + (1 - a) * gy)
+
+
+class DnCNN(_Averaged, nn.Module):
     """The paper's network: ``depth`` 3x3 convolutions, ``channels`` wide, ReLU in between.
 
     Layers: conv ``in -> channels``, ReLU; ``depth - 2`` times conv ``channels -> channels``
@@ -210,21 +232,11 @@ class DnCNN(nn.Module):
         layers.append(SpectralConv2d(channels, in_channels, 3, per_layer))
         self.net = nn.Sequential(*layers)
 
-    @property
-    def alpha(self) -> torch.Tensor:
-        """The weight of the identity in the averaged form (``skip=True``): ``sigmoid(alpha_raw)``."""
-        if self.alpha_raw is None:
-            raise AttributeError("alpha exists only with skip=True")
-        return torch.sigmoid(self.alpha_raw)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.skip:
             return self.net(x)
-        # f(x) = c + eps (alpha (x - c) + (1 - alpha) g(x - c)): an average of the identity
-        # and a 1-Lipschitz g, scaled by eps, about the mid-grey c; Lip(f) <= eps
         y = x - self.centre
-        a = self.alpha
-        return self.centre + self.lipschitz * (a * y + (1 - a) * self.net(y))
+        return self._averaged(y, self.net(y))
 
     def power_step(self) -> None:
         """Advance every layer's norm estimate by one power step (once per training step)."""
@@ -281,7 +293,7 @@ class ConvexPotentialLayer(nn.Module):
         return s - (2.0 / sigma**2) * c._conv_t(h, c.weight)
 
 
-class CPLNet(nn.Module):
+class CPLNet(_Averaged, nn.Module):
     """A 1-Lipschitz network of ``depth`` :class:`ConvexPotentialLayer` s, ``channels`` wide.
 
     The image (``in_channels``) is embedded in ``channels`` channels by zero padding (an
@@ -309,12 +321,6 @@ class CPLNet(nn.Module):
         self.layers = nn.ModuleList([ConvexPotentialLayer(channels, channels) for _ in range(depth)])
         self.alpha_raw = nn.Parameter(torch.zeros(())) if self.skip else None
 
-    @property
-    def alpha(self) -> torch.Tensor:
-        if self.alpha_raw is None:
-            raise AttributeError("alpha exists only with skip=True")
-        return torch.sigmoid(self.alpha_raw)
-
     def g(self, y: torch.Tensor) -> torch.Tensor:
         s = F.pad(y, (0, 0, 0, 0, 0, self.channels - self.in_channels))
         for layer in self.layers:
@@ -325,8 +331,7 @@ class CPLNet(nn.Module):
         y = x - self.centre
         if not self.skip:
             return self.centre + self.lipschitz * self.g(y)
-        a = self.alpha
-        return self.centre + self.lipschitz * (a * y + (1 - a) * self.g(y))
+        return self._averaged(y, self.g(y))
 
     def power_step(self) -> None:
         for layer in self.layers:
