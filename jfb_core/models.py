@@ -94,8 +94,8 @@ class SpectralConv2d(nn.Module):
         # the power-iteration vector takes the size of the first input: adopt the saved
         # one's shape so that a checkpoint loads into a freshly built layer
         saved = state_dict.get(prefix + "u")
-        if saved is not None:
-            self.u = torch.empty_like(saved, device=self.u.device)
+        if saved is not None:  # (a published checkpoint stores it in float16: take the weight's dtype)
+            self.u = torch.empty_like(saved, dtype=self.weight.dtype, device=self.u.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _conv(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -417,9 +417,16 @@ def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str]
 
 
 def slim_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
-    """A copy of a checkpoint without the optimiser state (about a third of the size), for publishing."""
+    """A copy of a checkpoint for publishing: without the optimiser state, and with the
+    power-iteration vectors ``u`` of the spectral layers (image-sized, most of what is left)
+    stored in float16. They only warm-start the norm estimate; a model scores with the
+    stored ``sigma``, so the slim checkpoint gives the same outputs as the full one."""
     ckpt = torch.load(src, map_location="cpu", weights_only=False)
     ckpt.pop("optimizer", None)
+    for key in ("model", "denoiser"):
+        state = ckpt.get(key)
+        if state:
+            ckpt[key] = {k: v.half() if k == "u" or k.endswith(".u") else v for k, v in state.items()}
     return save_atomic(ckpt, dst)
 
 

@@ -286,3 +286,21 @@ def test_evaluate_in_float64_tightens_the_proximal_inner_solve(tmp_path):
     with torch.no_grad():
         r = (model.T(z, d) - z).flatten(1).norm(dim=1) / z.flatten(1).norm(dim=1)
     assert r.max() <= 1e-8
+
+
+def test_slim_checkpoint_is_smaller_and_scores_the_same(tmp_path):
+    from jfb_core.train import slim_checkpoint
+
+    run = tmp_path / "run"
+    train(_preset(epochs=1, image_size=32), TrainOptions(n_eval=4), run)
+    slim = slim_checkpoint(run / "checkpoint.pt", tmp_path / "slim.pt")
+    full_size, slim_size = (run / "checkpoint.pt").stat().st_size, slim.stat().st_size
+    assert slim_size < 0.6 * full_size
+    saved = torch.load(slim, weights_only=False)
+    assert "optimizer" not in saved and all(v.dtype == torch.float16 for k, v in saved["model"].items()
+                                            if k.endswith(".u"))
+    a, _ = load_checkpoint(run / "checkpoint.pt")
+    b, _ = load_checkpoint(slim)
+    assert all(m.u.dtype == torch.float32 for m in b.f.spectral_layers())
+    d = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(b.eval()(d), a.eval()(d), rtol=0, atol=0)
