@@ -104,6 +104,13 @@ CKPTS64 = --checkpoint degrad_jfb=results/train/celeba64_9x9_var5_jfb/checkpoint
 	--checkpoint degrad_ift=results/train/celeba64_9x9_var5_ift/checkpoint.pt
 CKPTSPROX = --checkpoint degrad_jfb=results/train/celeba64_9x9_var5_prox_jfb/checkpoint.pt \
 	--checkpoint degrad_ift=results/train/celeba64_9x9_var5_prox_ift/checkpoint.pt
+# the fourth pair (chapters 6-7): convex potential layers at the paper's training blur, 5x5 sigma 1
+TRAINCPL = --preset fast --size 64 --data-cache $(CACHE64) --blur 5x5_s1 --n-train 8000 --arch cpl --depth 6 \
+	--width 32 --rho 0.05 --data-step proximal --skip --lipschitz 0.99 --pretrain-epochs 1 --lr 1e-3 \
+	--n-eval 64 --threads 1
+EVALS1  = --preset paper --data "$(CELEBA)" --size 64 --blur 5x5_s1 --n-val 100
+CKPTSCPL = --checkpoint degrad_jfb=results/train/celeba64_5x5_s1_cpl_jfb/checkpoint.pt \
+	--checkpoint degrad_ift=results/train/celeba64_5x5_s1_cpl_ift/checkpoint.pt
 SLIM = $(BIN)/python -c "import sys; from jfb_core.train import slim_checkpoint as s; s(sys.argv[1], sys.argv[2])"
 
 reproduce: $(STAMP)
@@ -113,6 +120,8 @@ reproduce: $(STAMP)
 	done
 	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods direct,tv --tv-grid 1.25e-4,2.5e-4,5e-4,1e-3 \
 	  --out results/baselines/celeba-paper-test_9x9_var5_zeros_64px.json
+	$(BIN)/python -m jfb_core evaluate $(EVALS1) --methods direct,tv --tv-grid 5e-4,1e-3,2e-3,4e-3 \
+	  --out results/baselines/celeba-paper-test_5x5_s1_zeros_64px.json
 	$(BIN)/python -m jfb_core bench solvers
 	$(BIN)/python -m jfb_core bench memory
 	$(BIN)/python -m jfb_core bench backward
@@ -124,10 +133,15 @@ reproduce: $(STAMP)
 	$(BIN)/python -m jfb_core train $(TRAINPROX) --epochs 3 --grad-mode jfb --out runs/celeba64_9x9_var5_prox_jfb & \
 	$(BIN)/python -m jfb_core train $(TRAINPROX) --epochs 1 --max-steps 250 --grad-mode ift --backward-max-iter 50 \
 	  --out runs/celeba64_9x9_var5_prox_ift; wait
-	for run in rho1_jfb jfb ift prox_jfb prox_ift; do \
-	  mkdir -p results/train/celeba64_9x9_var5_$$run; \
-	  cp runs/celeba64_9x9_var5_$$run/log.json results/train/celeba64_9x9_var5_$$run/; \
-	  $(SLIM) runs/celeba64_9x9_var5_$$run/checkpoint.pt results/train/celeba64_9x9_var5_$$run/checkpoint.pt; \
+	$(BIN)/python -m jfb_core train $(TRAINCPL) --epochs 3 --max-steps 1400 --eval-every 50 --checkpoint-every 100 \
+	  --grad-mode jfb --out runs/celeba64_5x5_s1_cpl_jfb & \
+	$(BIN)/python -m jfb_core train $(TRAINCPL) --epochs 1 --max-steps 200 --eval-every 25 --checkpoint-every 25 \
+	  --grad-mode ift --backward-max-iter 50 --out runs/celeba64_5x5_s1_cpl_ift; wait
+	for run in 9x9_var5_rho1_jfb 9x9_var5_jfb 9x9_var5_ift 9x9_var5_prox_jfb 9x9_var5_prox_ift \
+	           5x5_s1_cpl_jfb 5x5_s1_cpl_ift; do \
+	  mkdir -p results/train/celeba64_$$run; \
+	  cp runs/celeba64_$$run/log.json results/train/celeba64_$$run/; \
+	  $(SLIM) runs/celeba64_$$run/checkpoint.pt results/train/celeba64_$$run/checkpoint.pt; \
 	done
 	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods pnp,degrad_ift,degrad_jfb $(CKPTS64) \
 	  --out results/eval/celeba-paper-test_64px_9x9_var5.json
@@ -140,6 +154,13 @@ reproduce: $(STAMP)
 	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods direct,tv,pnp,degrad_ift,degrad_jfb $(CKPTSPROX) \
 	  --tv-grid 1.25e-4,2.5e-4,5e-4,1e-3 --limit 6 --grid 6 \
 	  --out results/eval/celeba-paper-test_64px_9x9_var5_prox_table1.json
+	$(BIN)/python -m jfb_core evaluate $(EVALS1) --methods degrad_ift,degrad_jfb $(CKPTSCPL) \
+	  --out results/eval/celeba-paper-test_64px_5x5_s1_cpl.json
+	$(BIN)/python -m jfb_core evaluate $(EVALS1) --methods degrad_ift,degrad_jfb $(CKPTSCPL) --limit 50 \
+	  --solve-tol 1e-6 --solve-max-iter 400 --float64 --out results/eval/celeba-paper-test_64px_5x5_s1_cpl_tight.json
+	$(BIN)/python -m jfb_core evaluate $(EVALS1) --methods direct,tv,pnp,degrad_ift,degrad_jfb $(CKPTSCPL) \
+	  --tv-grid 5e-4,1e-3,2e-3,4e-3 --limit 6 --grid 6 \
+	  --out results/eval/celeba-paper-test_64px_5x5_s1_cpl_table1.json
 
 clean:
 	rm -rf _build book/_build .cache
