@@ -52,6 +52,12 @@ runs = {mode: json.loads((results / "train" / f"celeba64_9x9_var5_prox_{mode}" /
         for mode in ("jfb", "ift")}
 runs_grad = {mode: json.loads((results / "train" / f"celeba64_9x9_var5_{mode}" / "log.json").read_text())
              for mode in ("jfb", "ift")}
+# the fourth pair: convex potential layers at the paper's training blur, 5x5 sigma 1
+base_s1 = json.loads((results / "baselines" / "celeba-paper-test_5x5_s1_zeros_64px.json").read_text())
+ev_s1 = json.loads((evdir / "celeba-paper-test_64px_5x5_s1_cpl.json").read_text())
+tight_s1 = json.loads((evdir / "celeba-paper-test_64px_5x5_s1_cpl_tight.json").read_text())
+runs_cpl = {mode: json.loads((results / "train" / f"celeba64_5x5_s1_cpl_{mode}" / "log.json").read_text())
+            for mode in ("jfb", "ift")}
 
 # %% [markdown]
 # ## The paper's Table 2
@@ -131,17 +137,22 @@ names = {"direct": "direct inverse", "tv": "Total Variation (tuned)",
          "pnp_grad": "Plug-and-Play (PGD)",
          "degrad_ift_grad": "DE-GRAD, IFT (capped)", "degrad_jfb_grad": "DE-GRAD, JFB",
          "degrad_ift": "DE-GRAD prox., IFT (capped)", "degrad_jfb": "DE-GRAD prox., JFB"}
-env = ev["provenance"]["environment"]
-print(f"{ev['test']['name']}: {ev['test']['n']} test images, {ev['test']['size']}x{ev['test']['size']}, "
-      f"blur {ev['blur']['name']}, noise {ev['noise_std']}, device {env['device']}")
-print(f"{'method (course)':<28} {'PSNR':>6} {'SSIM':>6} {'tuned':>7} {'training (CPU)':>15}")
-m = ev["measurement"]
-print(f"{'measurement d':<28} {m['psnr_mean']:6.2f} {m['ssim_mean']:6.3f}")
-for key, label in names.items():
-    r = methods[key]
-    t = f"{learned[key]['train_seconds'] / 60:10.1f} min" if "train_seconds" in learned.get(key, {}) else ""
-    w = "" if r["weight"] is None else f"{r['weight']:.1e}"
-    print(f"{label:<28} {r['psnr_mean']:6.2f} {r['ssim_mean']:6.3f} {w:>7} {t:>15}")
+
+
+def print_table(evf, methods_, names_, learned_, heading="method (course)"):
+    """One row per method: mean PSNR and SSIM, the tuned weight or step, the training time."""
+    print(f"{evf['test']['name']}: {evf['test']['n']} test images, {evf['test']['size']}x{evf['test']['size']}, "
+          f"blur {evf['blur']['name']}, noise {evf['noise_std']}, device {evf['provenance']['environment']['device']}")
+    print(f"{heading:<30} {'PSNR':>6} {'SSIM':>6} {'tuned':>7} {'training (CPU)':>15}")
+    print(f"{'measurement d':<30} {evf['measurement']['psnr_mean']:6.2f} {evf['measurement']['ssim_mean']:6.3f}")
+    for key, label in names_.items():
+        r = methods_[key]
+        t = f"{learned_[key]['train_seconds'] / 60:10.1f} min" if "train_seconds" in learned_.get(key, {}) else ""
+        w = "" if r["weight"] is None else f"{r['weight']:.1e}"
+        print(f"{label:<30} {r['psnr_mean']:6.2f} {r['ssim_mean']:6.3f} {w:>7} {t:>15}")
+
+
+print_table(ev, methods, names, learned)
 
 # %% [markdown]
 # The TV weight lies inside its grid. The PnP step lies at the upper edge of its grid,
@@ -385,29 +396,146 @@ ax.axis("off")
 plt.show()
 
 # %% [markdown]
+# ## The fourth pair: a better network at the paper's training blur
+#
+# Chapter 6's fourth pair of runs replaces the spectrally normalised DnCNN by `CPLNet`, the
+# convex potential layers (6.6), under the same bound $\operatorname{Lip}(f_\Theta) \le 0.99$, and trains at
+# the paper's Section 5.1 blur, 5×5 with $\sigma = 1$. It needs its own baseline: TV was tuned
+# again, at this blur and size, on the same 100 validation images
+# (`results/baselines/celeba-paper-test_5x5_s1_zeros_64px.json`). One evaluation scored both
+# networks on all 2,000 test images; the cell checks that it saw the same images and the
+# same measurements as the baseline before merging the two. Plug-and-Play with this pair's
+# `CPLNet` denoiser is only in the six-image reconstruction grid below: with 50 iterations of
+# the network per image it was too slow for a full evaluation in this version.
+
+# %%
+for f in (ev_s1,):
+    assert base_s1["test"]["ids"] == f["test"]["ids"]
+    assert abs(base_s1["measurement"]["psnr_mean"] - f["measurement"]["psnr_mean"]) < 1e-9
+    assert f["blur"]["name"] == base_s1["blur"]["name"] == "5x5_s1"
+assert base_s1["settings"]["tv_grid"][0] < base_s1["methods"]["tv"]["weight"] < base_s1["settings"]["tv_grid"][-1]
+methods_s1 = {**base_s1["methods"], **ev_s1["methods"]}
+names_s1 = {"direct": "direct inverse", "tv": "Total Variation (tuned)", "degrad_ift": "DE-GRAD CPL, IFT (capped)", "degrad_jfb": "DE-GRAD CPL, JFB"}
+print(f"TV weight {base_s1['methods']['tv']['weight']:.1e} in grid {base_s1['settings']['tv_grid']}")
+print_table(ev_s1, methods_s1, names_s1, ev_s1["learned"], heading="method (course, 5x5 sigma 1)")
+psnr_s1 = {k: np.array(methods_s1[k]["per_image"]["psnr"]) for k in names_s1}
+n_seen_s1 = runs_cpl["jfb"]["log"][-1]["n_eval_images"]
+for k in ("degrad_jfb", "degrad_ift"):
+    diff = psnr_s1[k] - psnr_s1["tv"]
+    print(f"{names_s1[k]:<30} minus tuned TV: mean {diff.mean():+.2f} dB, better on {np.mean(diff > 0):6.1%}; "
+          f"on the {len(diff) - n_seen_s1} images never used for a choice: {diff[n_seen_s1:].mean():+.2f} dB")
+print(f"{names_s1['degrad_jfb']} minus {names_s1['degrad_ift']}: "
+      f"{(psnr_s1['degrad_jfb'] - psnr_s1['degrad_ift']).mean():+.2f} dB")
+
+# %% [markdown]
+# This is the first pair in the course that clears the +2 dB target. The JFB-trained
+# `CPLNet` beats the TV tuned for this blur by about 2.2 dB on average, on every one of the
+# 2,000 test images, and by the same margin on the 1,936 images that played no part in any
+# choice; its SSIM is also higher. The IFT-trained twin gains about 1.4 dB: after its 200
+# steps it is still well behind JFB's 1,400. What changed against the third pair is the
+# network (and the blur): the bound $\operatorname{Lip}(f_\Theta) \le 0.99$, the proximal step and the
+# training loop are the same.
+#
+# The same two checks as for the other pairs follow: are the fixed points solved, and how
+# long did each backward mode take to get there? This time the tight solves run in
+# float64 (`evaluate --float64`), with the inner conjugate-gradient solve of (6.3) a hundred
+# times tighter than the outer tolerance, so the residual they report is a real one (the
+# caveat above no longer applies).
+
+# %%
+n_t = tight_s1["test"]["n"]
+assert tight_s1["test"]["ids"] == ev_s1["test"]["ids"][:n_t]
+tl = tight_s1["learned"]["degrad_jfb"]
+print(f"first {n_t} test images, solved to {tl['solve_tol']:.0e} in {tl['dtype']} "
+      f"(inner tolerance {tl['inner_tol']:.0e}, at most {tl['solve_max_iter']} iterations)")
+for key in ("degrad_jfb", "degrad_ift"):
+    st = tight_s1["learned"][key]["solver"]
+    print(f"  {names_s1[key]:<28} tol 1e-3: {psnr_s1[key][:n_t].mean():6.2f} dB   tight: "
+          f"{tight_s1['methods'][key]['psnr_mean']:6.2f} dB   (converged {st['converged_fraction']:.0%}, "
+          f"mean iterations {st['iterations_mean']:.1f}, largest residual {st['residual_max']:.1e})")
+print(f"  {'tuned TV':<28}           {psnr_s1['tv'][:n_t].mean():6.2f} dB")
+
+fig, ax = plt.subplots(figsize=(6.5, 4))
+total, final, hit, sm = time_to_quality(runs_cpl)
+for mode, run in runs_cpl.items():
+    c, last = run["curve"], run["log"][-1]
+    color = "C0" if mode == "jfb" else "C1"
+    ax.plot([p["train_seconds"] / 60 for p in c], [p["test_psnr"] for p in c], "o", ms=3, color=color,
+            label=f"{mode.upper()}: {last['steps']} steps, {last['train_seconds'] / 60:.0f} min")
+    ax.plot([t / 60 for t, _, _ in sm[mode]], [a for _, _, a in sm[mode]], "-", lw=2, alpha=0.6, color=color)
+ax.axhline(final - 0.5, color="grey", ls=":", label=f"IFT final (smoothed) - 0.5 dB = {final - 0.5:.2f} dB")
+tv_on_first = float(np.mean(base_s1["methods"]["tv"]["per_image"]["psnr"][:n_seen_s1]))
+ax.axhline(tv_on_first, color="k", ls="--", label=f"tuned TV on the same {n_seen_s1} images: {tv_on_first:.2f} dB")
+ax.set(xlabel="training time (minutes, 1 CPU thread each, evaluation excluded)",
+       ylabel=f"test PSNR (dB), {n_seen_s1} test images", title="fourth pair: CPLNet, 5x5 sigma 1, CelebA 64x64")
+ax.legend(fontsize=7)
+plt.tight_layout()
+plt.show()
+for mode, run in runs_cpl.items():
+    rows, c = run["log"], run["curve"]
+    per_step = (c[-1]["train_seconds"] - c[0]["train_seconds"]) / (c[-1]["steps"] - c[0]["steps"])
+    res = [r["backward_residual_max"] for r in rows if r["backward_residual_max"] is not None]
+    extra = (f", adjoint iterations {np.mean([r['backward_iterations'] for r in rows]):.1f}, largest adjoint "
+             f"residual {max(res):.1e}") if res else ""
+    print(f"{mode.upper()}: {per_step:.2f} s per step, forward Anderson iterations "
+          f"{np.mean([r['train_iterations'] for r in rows]):.1f}{extra}")
+print(f"IFT: final {final:.2f} dB (mean of its last 3 evaluations) after {total / 60:.1f} min")
+print(f"JFB: within 0.5 dB of that after {hit[0] / 60:.1f} min (step {hit[1]}), {hit[0] / total:.0%} of IFT's time"
+      if hit else "JFB: never within 0.5 dB of IFT's final PSNR in this run")
+
+# %% [markdown]
+# Both networks' quality belongs to their fixed points: solved in float64 to a real residual
+# below $10^{-6}$, each scores within about a tenth of a dB of its score at the training
+# tolerance (slightly higher, not lower). In this pair the IFT run's adjoint solves were close to exact (largest final
+# residual below $10^{-3}$, printed above), so its row is the implicit gradient, not a capped
+# Neumann sum. An IFT step still cost several JFB steps, and in its 200 steps IFT stayed well
+# below what JFB reached. JFB came within 0.5 dB of IFT's final quality in a small fraction
+# of IFT's training time, printed above. As before, IFT was *stopped*: a longer IFT run could
+# end higher, and the comparison is one of equal budgets, not of converged training.
+#
+# The reconstruction grid of this pair, the first six test images at this blur:
+
+# %%
+img = plt.imread(results / "eval" / "celeba-paper-test_64px_5x5_s1_cpl_table1_grid.png")
+fig, ax = plt.subplots(figsize=(9, 9 * img.shape[0] / img.shape[1]))
+ax.imshow(img)
+ax.axis("off")
+plt.show()
+
+# %% [markdown]
 # ## Against the course's own targets
 #
 # The course set itself two targets for the CPU-scale runs. The first is that
 # JFB-trained DE-GRAD beats tuned TV by at least 2 dB on the test split. The second
 # is that it comes within 0.5 dB of IFT-trained DE-GRAD in at most half of IFT's
-# training time. The cell below checks both from the artefacts. A target missed is
+# training time. The cell below checks both from the artefacts, for the best pair at each
+# blur: the third pair at Table 2's 9×9 variance 5, the fourth at the paper's training blur,
+# 5×5 $\sigma = 1$. Each gain is measured against the TV tuned for that blur. A target missed is
 # printed as missed. The time target compares the networks at the training
 # tolerance, the way they were trained and logged.
 
 # %%
-gain = methods["degrad_jfb"]["psnr_mean"] - methods["tv"]["psnr_mean"]
-print(f"{names['degrad_jfb']} minus tuned TV on {ev['test']['n']} test images, training tolerance: {gain:+.2f} dB  "
-      f"-> target (>= +2 dB) {'met' if gain >= 2 else 'NOT met'}")
-gain_tight = tight["methods"]["degrad_jfb"]["psnr_mean"] - float(np.mean(psnr["tv"][:n_tight]))
-print(f"{names['degrad_jfb']} minus tuned TV on the first {n_tight}, solved fixed point: {gain_tight:+.2f} dB  "
-      f"-> target (>= +2 dB) {'met' if gain_tight >= 2 else 'NOT met'}")
-total, final, hit, _ = time_to_quality(runs)
-if hit:
-    frac = hit[0] / total
-    print(f"{names['degrad_jfb']} within 0.5 dB of IFT after {frac:.0%} of IFT's time -> target (<= 50%) "
-          f"{'met' if frac <= 0.5 else 'NOT met'}")
-else:
-    print(f"{names['degrad_jfb']} within 0.5 dB of IFT: NOT reached")
+def check_targets(label, methods_, psnr_, tight_, n_tight_, runs_):
+    """Print both targets for one pair of runs, from its artefacts."""
+    print(label)
+    gain = methods_["degrad_jfb"]["psnr_mean"] - methods_["tv"]["psnr_mean"]
+    print(f"  JFB minus tuned TV on {len(psnr_['tv'])} test images, training tolerance: {gain:+.2f} dB  "
+          f"-> target (>= +2 dB) {'met' if gain >= 2 else 'NOT met'}")
+    gain_tight = tight_["methods"]["degrad_jfb"]["psnr_mean"] - float(np.mean(psnr_["tv"][:n_tight_]))
+    print(f"  JFB minus tuned TV on the first {n_tight_}, solved fixed point: {gain_tight:+.2f} dB  "
+          f"-> target (>= +2 dB) {'met' if gain_tight >= 2 else 'NOT met'}")
+    total_, _, hit_, _ = time_to_quality(runs_)
+    if hit_:
+        frac = hit_[0] / total_
+        print(f"  JFB within 0.5 dB of IFT after {frac:.0%} of IFT's time -> target (<= 50%) "
+              f"{'met' if frac <= 0.5 else 'NOT met'}")
+    else:
+        print("  JFB within 0.5 dB of IFT: NOT reached")
+
+
+check_targets("9x9 variance 5 (Table 2's blur), third pair: DnCNN, proximal step", methods, psnr, tight, n_tight, runs)
+check_targets("5x5 sigma 1 (the paper's training blur), fourth pair: CPLNet, proximal step", methods_s1, psnr_s1,
+              tight_s1, n_t, runs_cpl)
 
 # %% [markdown]
 # ## What is not here
@@ -417,7 +545,11 @@ else:
 #   --activation maxmin --lipschitz 0.99 --data-cache ... --device cuda`. No GPU was
 #   available for the runs committed with this version of the course, so there is no
 #   paper-scale row. The paper's Deep Equilibrium row (32.43 dB, quoted from a set-up whose
-#   blur may differ, see above) is the natural reference for such a run.
+#   blur may differ, see above) is the natural reference for such a run. With the network of
+#   the fourth pair, add `--arch cpl` (and drop `--activation maxmin`, which it does not use).
+# * **The fourth pair at Table 2's blur.** `CPLNet` was trained at the paper's training blur
+#   only. The same pair at 9×9 variance 5 is the obvious next run; it needs about two more
+#   hours of CPU.
 # * **Variance.** Each learned row is one training run (seed 0). Differences of a few
 #   tenths of a dB between JFB and IFT are within what another seed could change.
 #
@@ -433,9 +565,12 @@ else:
 # * The exact data step of chapter 6 made the fixed points carry the quality: the proximal
 #   pair scores the same at tolerances $10^{-3}$ and $10^{-5}$, while the explicit pair loses
 #   several dB.
-# * At this CPU scale the best JFB-trained network beats tuned TV by 0.19 dB on 2,000 test
-#   images, short of the course's +2 dB target; JFB reached IFT's quality in about 12% of
-#   IFT's training time.
+# * At 9×9 variance 5 the best JFB-trained network (third pair) beats tuned TV by 0.19 dB on
+#   2,000 test images, short of the course's +2 dB target; JFB reached IFT's quality in about
+#   12% of IFT's training time.
+# * With convex potential layers under the same bound, at the paper's training blur (5×5,
+#   $\sigma = 1$), the JFB-trained network beats tuned TV by about 2.2 dB on all 2,000 test images
+#   (target met) at a solved fixed point, and reached IFT's quality in a fraction of IFT's time.
 #
 # ## Exercises
 #
