@@ -676,8 +676,9 @@ show_grid("celeba-paper-test_64px_5x5_s1_cpl_table1_grid.png", "fourth pair: 5x5
 
 # %% [markdown]
 # At this milder blur the differences are subtler. TV again flattens skin and hair into
-# patches; both DE-GRAD rows keep finer structure around eyes and hair and show no grid-like
-# texture. Plug-and-Play with the 0.99-Lipschitz `CPLNet` denoiser is again the blurriest
+# patches; both DE-GRAD rows keep finer structure around eyes and hair. The JFB row shows
+# no grid-like texture; the IFT row, after only 200 steps, keeps a faint noise-like texture
+# in flat backgrounds (look at the grey wall behind the first face). Plug-and-Play with the 0.99-Lipschitz `CPLNet` denoiser is again the blurriest
 # learned row, for the reason given above. The PSNR of these six images is in the evaluation
 # file next to the figure; chapter 7 reports all 2,000.
 #
