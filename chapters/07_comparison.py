@@ -336,9 +336,8 @@ def time_to_quality(pair):
     return total, final, (hit[0] if hit else None), {"jfb": jfb_sm, "ift": ift_sm}
 
 
-fig, axes = plt.subplots(1, 2, figsize=(13, 4), sharey=True)
-for ax, (pair, title) in zip(axes, ((runs_grad, "DE-GRAD, explicit step (second runs)"),
-                                    (runs, "DE-GRAD, proximal step (third runs)"))):
+def plot_pair(ax, pair):
+    """Both runs' 64-image PSNR against training time, smoothed, with IFT's final level - 0.5 dB."""
     total, final, hit, sm = time_to_quality(pair)
     for mode, run in pair.items():
         c, last = run["curve"], run["log"][-1]
@@ -348,6 +347,13 @@ for ax, (pair, title) in zip(axes, ((runs_grad, "DE-GRAD, explicit step (second 
         ax.plot([t / 60 for t, _, _ in sm[mode]], [a for _, _, a in sm[mode]], "-", lw=2, alpha=0.6, color=color,
                 label=f"{mode.upper()}, mean of last 3 evaluations")
     ax.axhline(final - 0.5, color="grey", ls=":", label=f"IFT final (smoothed) - 0.5 dB = {final - 0.5:.2f} dB")
+    return total, final, hit
+
+
+fig, axes = plt.subplots(1, 2, figsize=(13, 4), sharey=True)
+for ax, (pair, title) in zip(axes, ((runs_grad, "DE-GRAD, explicit step (second runs)"),
+                                    (runs, "DE-GRAD, proximal step (third runs)"))):
+    plot_pair(ax, pair)
     ax.set(xlabel="training time (minutes, 1 CPU thread each, evaluation excluded)", title=title)
     ax.legend(fontsize=7)
 axes[0].set_ylabel("test PSNR (dB), 64 test images")
@@ -456,14 +462,7 @@ for key in ("degrad_jfb", "degrad_ift"):
 print(f"  {'tuned TV':<28}           {psnr_s1['tv'][:n_t].mean():6.2f} dB")
 
 fig, ax = plt.subplots(figsize=(6.5, 4))
-total, final, hit, sm = time_to_quality(runs_cpl)
-for mode, run in runs_cpl.items():
-    c, last = run["curve"], run["log"][-1]
-    color = "C0" if mode == "jfb" else "C1"
-    ax.plot([p["train_seconds"] / 60 for p in c], [p["test_psnr"] for p in c], "o", ms=3, color=color,
-            label=f"{mode.upper()}: {last['steps']} steps, {last['train_seconds'] / 60:.0f} min")
-    ax.plot([t / 60 for t, _, _ in sm[mode]], [a for _, _, a in sm[mode]], "-", lw=2, alpha=0.6, color=color)
-ax.axhline(final - 0.5, color="grey", ls=":", label=f"IFT final (smoothed) - 0.5 dB = {final - 0.5:.2f} dB")
+total, final, hit = plot_pair(ax, runs_cpl)
 tv_on_first = float(np.mean(base_s1["methods"]["tv"]["per_image"]["psnr"][:n_seen_s1]))
 ax.axhline(tv_on_first, color="k", ls="--", label=f"tuned TV on the same {n_seen_s1} images: {tv_on_first:.2f} dB")
 ax.set(xlabel="training time (minutes, 1 CPU thread each, evaluation excluded)",
