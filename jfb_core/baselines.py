@@ -152,8 +152,8 @@ def tv_gradient_descent(A: GaussianBlur, d: torch.Tensor, lam: float, delta: flo
 class TuningResult:
     """The weight with the best mean PSNR on the validation images, and the whole table."""
 
-    best: float
-    weights: list[float]
+    best: float | list[float]
+    weights: list[float | list[float]]
     psnr: list[float]
 
 
@@ -169,26 +169,45 @@ def tune_weight(reconstruct: Callable[[float], torch.Tensor], x_val: torch.Tenso
         raise ValueError("give at least one weight to try")
     scores = [float(psnr(reconstruct(w), x_val)) for w in weights]
     best = max(range(len(weights)), key=lambda i: scores[i])
-    return TuningResult(best=float(weights[best]), weights=[float(w) for w in weights], psnr=scores)
+    return TuningResult(best=_plain(weights[best]), weights=[_plain(w) for w in weights], psnr=scores)
+
+
+def _plain(w):
+    """A weight as JSON-ready numbers: a float, or a list of floats for a tuple of settings."""
+    return [float(v) for v in w] if isinstance(w, (tuple, list)) else float(w)
 
 
 def pnp_pgd(A: GaussianBlur, d: torch.Tensor, denoiser: Callable[[torch.Tensor], torch.Tensor], step: float = 1.0,
-            max_iter: int = 50, tol: float = 1e-4, x0: torch.Tensor | None = None) -> torch.Tensor:
-    """Plug-and-Play proximal gradient: ``x <- D(x - step * A^T (A x - d))``, from ``A^T d``.
+            max_iter: int = 50, tol: float = 1e-4, x0: torch.Tensor | None = None,
+            strength: float = 1.0, stats: dict | None = None) -> torch.Tensor:
+    """Plug-and-Play proximal gradient: ``x <- D_a(x - step * A^T (A x - d))``, from ``A^T d``.
 
     ``D`` is a learned denoiser in place of the proximal map of a regulariser
-    (Venkatakrishnan et al.). With ``step <= 2 / L`` the gradient step is
-    non-expansive, so a contractive ``D`` (a spectrally normalised DnCNN) makes the
-    whole map a contraction. Stops when every sample's relative change is below ``tol``.
+    (Venkatakrishnan et al.). ``strength`` ``a`` in (0, 1] relaxes it,
+    ``D_a(z) = z + a (D(z) - z)``: a denoiser trained at one noise level is too strong
+    for the much smaller error left by one gradient step, and ``a < 1`` weakens it.
+    With ``step <= 2 / L`` the gradient step is non-expansive, and if ``Lip(D) = e < 1``
+    then ``Lip(D_a) <= 1 - a (1 - e) < 1``, so the whole map stays a contraction
+    (more slowly for small ``a``). Stops when every sample's relative change is below ``tol``.
+    A ``stats`` dict, if given, receives ``iterations`` (run) and ``converged`` (how many
+    samples met ``tol``): with ``max_iter`` reached the result is an early stop, not the
+    fixed point.
     """
+    if not 0 < strength <= 1:
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     x = A.adjoint(d) if x0 is None else x0
     with torch.no_grad():
-        for _ in range(max_iter):
-            x_new = denoiser(x - step * A.adjoint(A(x) - d))
+        for k in range(1, max_iter + 1):
+            z = x - step * A.adjoint(A(x) - d)
+            x_new = denoiser(z) if strength == 1 else z + strength * (denoiser(z) - z)
             change = (x_new - x).flatten(1).norm(dim=1) / x_new.flatten(1).norm(dim=1).clamp_min(1e-12)
             x = x_new
             if bool((change <= tol).all()):
                 break
+    if stats is not None:
+        stats.update(iterations=k, converged=int((change <= tol).sum()))
     return x
 
 

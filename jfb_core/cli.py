@@ -103,6 +103,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                 extra=extra, keep=args.grid, settings=settings)
     images = result.pop("_images", None)
     result["wall_seconds"] = time.perf_counter() - t0
+    if "pnp" in learned_config:
+        learned_config["pnp"] = _pnp_summary(learned_config["pnp"], args.pnp_max_iter)
     for cfg in learned_config.values():  # solver statistics over the test images, as means
         st = cfg.get("solver")
         if st and st["images"]:
@@ -129,10 +131,39 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     m = result["measurement"]
     print(f"{'measured':>10} {'':>8} {m['psnr_mean']:10.2f} {m['ssim_mean']:7.3f}")
     for name, r in result["methods"].items():
-        w = "" if r["weight"] is None else f"{r['weight']:.0e}"
+        w = r["weight"]
+        w = "" if w is None else "/".join(f"{v:g}" for v in w) if isinstance(w, list) else f"{w:.0e}"
         print(f"{name:>10} {w:>8} {r['psnr_mean']:10.2f} {r['ssim_mean']:7.3f}")
     print(f"wrote {out}")
     return 0
+
+
+PNP_TOL = 1e-4  # Plug-and-Play stops when every image's relative change is below this
+
+
+def _pnp_summary(cfg: dict, max_iter: int) -> dict:
+    """Plug-and-Play's solver statistics: per setting on validation, and for the chosen one on test.
+
+    :func:`jfb_core.evaluate.evaluate_classical` tunes first (one call per setting, on the
+    validation images), then runs the chosen setting on the test batches; so each setting's
+    first call is its validation run and every later call is a test batch.
+    """
+    calls = cfg.pop("calls")
+    seen, tuning, test = set(), [], {"images": 0, "converged": 0, "iterations": 0.0}
+    for w, n, conv, its in calls:
+        if w not in seen:
+            seen.add(w)
+            tuning.append({"setting": list(w) if isinstance(w, tuple) else w, "converged_fraction": conv / n,
+                           "iterations": its})
+        else:
+            test["images"] += n
+            test["converged"] += conv
+            test["iterations"] += its * n
+    solver = {"tol": PNP_TOL, "max_iter": max_iter, "tuning": tuning}
+    if test["images"]:
+        solver.update(images=test["images"], converged_fraction=test["converged"] / test["images"],
+                      iterations_mean=test["iterations"] / test["images"])
+    return {**cfg, "pnp_solver": solver}
 
 
 def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
@@ -189,8 +220,28 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
         f.load_state_dict(ckpt["denoiser"])
         f.eval()
         A = model.A
-        extra["pnp"] = (lambda d, step, f=f, A=A: pnp_pgd(A, d, f, step=step), (0.5, 1.0, 1.5, 1.9))
-        config["pnp"] = {"denoiser_from": path, "scheme": "proximal gradient, step tuned on validation",
+        steps = (0.5, 1.0, 1.5, 1.9)
+        strengths = tuple(float(a) for a in args.pnp_strength.split(","))
+        if any(not 0 < a <= 1 for a in strengths):
+            raise ValueError(f"--pnp-strength values must be in (0, 1], got {args.pnp_strength}")
+        pnp_calls: list = []  # (setting, images, converged, iterations) per call, summarised after the run
+
+        def pnp(d, w, f=f, A=A, calls=pnp_calls):
+            w = tuple(w) if isinstance(w, (tuple, list)) else w  # the chosen setting comes back as a list
+            step, strength = w if isinstance(w, tuple) else (w, 1.0)
+            st: dict = {}
+            out = pnp_pgd(A, d, f, step=step, strength=strength, max_iter=args.pnp_max_iter, tol=PNP_TOL,
+                          stats=st)
+            calls.append((w, len(d), st["converged"], st["iterations"]))
+            return out
+
+        if strengths == (1.0,):  # the plain denoiser: tune the step alone
+            extra["pnp"] = (pnp, steps)
+        else:  # tune (step, strength) pairs
+            extra["pnp"] = (pnp, tuple((t, a) for t in steps for a in strengths))
+        config["pnp"] = {"denoiser_from": path,
+                         "scheme": "proximal gradient, step" + (" and denoiser strength" if strengths != (1.0,) else "")
+                         + " tuned on validation", "strengths": list(strengths), "calls": pnp_calls,
                          "pretrain_noise": ckpt["config"].get("pretrain_noise")}
     return extra, config
 
@@ -402,6 +453,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="output JSON (default: results/baselines/...)")
     ev.add_argument("--checkpoint", action="append", default=None, metavar="[NAME=]PATH",
                     help="a trained DE-GRAD checkpoint to score as method NAME (repeatable; list NAME in --methods)")
+    ev.add_argument("--pnp-strength", default="1",
+                    help="comma-separated denoiser strengths a in (0, 1] for Plug-and-Play, D_a = I + a (D - I), "
+                         "tuned on validation together with the step (default: 1, the plain denoiser)")
+    ev.add_argument("--pnp-max-iter", type=int, default=50,
+                    help="Plug-and-Play iterations at most (relative change 1e-4 stops it earlier; default 50)")
     ev.add_argument("--tv-grid", default=None, help="comma-separated TV weights to tune over (default: 5e-4..4e-3)")
     ev.add_argument("--grid", type=int, default=0, help="also write a PNG grid of the first N test images")
     ev.add_argument("--solve-tol", type=float, default=None,

@@ -175,6 +175,31 @@ def test_pnp_reaches_the_fixed_point_of_a_contractive_denoiser():
     assert float(residual.abs().max()) < 1e-10
 
 
+def test_relaxed_pnp_reaches_its_own_fixed_point_and_reports_early_stops():
+    from jfb_core.baselines import pnp_pgd
+    from jfb_core.operators import blur_from_setting
+
+    A = blur_from_setting("5x5_s1")
+    g = torch.Generator().manual_seed(1)
+    d = torch.rand(2, 3, 12, 12, generator=g, dtype=torch.float64)
+    D = lambda z: 0.5 * z + 0.1  # noqa: E731
+    a, step = 0.3, 1.9
+    stats: dict = {}
+    x = pnp_pgd(A, d, D, step=step, strength=a, max_iter=2000, tol=1e-13, stats=stats)
+    z = x - step * A.adjoint(A(x) - d)
+    residual = z + a * (D(z) - z) - x  # the fixed point of the relaxed map, not of the plain one
+    assert float(residual.abs().max()) < 1e-10
+    assert stats["converged"] == 2 and 1 < stats["iterations"] < 2000
+    plain = pnp_pgd(A, d, D, step=step, max_iter=2000, tol=1e-13)
+    assert float((plain - x).abs().max()) > 1e-3  # the relaxation changes the answer
+    early: dict = {}
+    pnp_pgd(A, d, D, step=step, strength=a, max_iter=3, tol=1e-13, stats=early)
+    assert early == {"iterations": 3, "converged": 0}
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="strength"):
+            pnp_pgd(A, d, D, strength=bad)
+
+
 def test_evaluate_scores_checkpoints_and_pnp_and_writes_a_grid(tmp_path, capsys):
     from jfb_core.cli import main
 
@@ -193,6 +218,18 @@ def test_evaluate_scores_checkpoints_and_pnp_and_writes_a_grid(tmp_path, capsys)
     # a checkpoint made for another blur is refused by name
     assert main([*argv[:-2], "--blur", "9x9_var5", "--out", str(tmp_path / "x.json")]) == 2
     assert "blur" in capsys.readouterr().err
+    # a relaxed denoiser: (step, strength) pairs tuned together, the solver's statistics recorded
+    out2 = tmp_path / "ev2.json"
+    assert main([*argv[:-2], "--methods", "pnp", "--pnp-strength", "0.5,1", "--out", str(out2)]) == 0
+    res2 = json.loads(out2.read_text())
+    pairs = res2["methods"]["pnp"]["tuning"]["weights"]
+    assert len(pairs) == 8 and {a for _, a in pairs} == {0.5, 1.0} and res2["methods"]["pnp"]["weight"] in pairs
+    solver = res2["learned"]["pnp"]["pnp_solver"]
+    assert [t["setting"] for t in solver["tuning"]] == pairs  # one validation run per setting
+    assert solver["images"] == 4 and 0 <= solver["converged_fraction"] <= 1  # the test run alone
+    assert 1 <= solver["iterations_mean"] <= solver["max_iter"] == 50
+    assert main([*argv[:-2], "--methods", "pnp", "--pnp-strength", "0", "--out", str(out2)]) == 2
+    assert "--pnp-strength" in capsys.readouterr().err
 
 
 def test_a_weighted_regulariser_trains_resumes_and_is_checked_on_resume(tmp_path):
