@@ -158,16 +158,22 @@ class TuningResult:
 
 
 def tune_weight(reconstruct: Callable[[float], torch.Tensor], x_val: torch.Tensor,
-                weights: Sequence[float]) -> TuningResult:
+                weights: Sequence[float], progress: Callable[[str], None] | None = None) -> TuningResult:
     """Choose a regularisation weight by mean PSNR on a validation split.
 
     ``reconstruct(w)`` returns the reconstructions of the validation measurements
-    for weight ``w``. Never pass test images here: a weight tuned on the test
-    split makes the test score optimistic.
+    for weight ``w`` (a number, or a tuple of settings for a method with several, such
+    as Plug-and-Play's step and denoiser strength). Never pass test images here: a
+    weight tuned on the test split makes the test score optimistic. ``progress``, if
+    given, receives one line per weight tried.
     """
     if not weights:
         raise ValueError("give at least one weight to try")
-    scores = [float(psnr(reconstruct(w), x_val)) for w in weights]
+    scores = []
+    for i, w in enumerate(weights):
+        scores.append(float(psnr(reconstruct(w), x_val)))
+        if progress is not None:
+            progress(f"{i + 1}/{len(weights)}: {_plain(w)} -> {scores[-1]:.2f} dB")
     best = max(range(len(weights)), key=lambda i: scores[i])
     return TuningResult(best=_plain(weights[best]), weights=[_plain(w) for w in weights], psnr=scores)
 

@@ -115,7 +115,8 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
     for m in methods:
         if m in grids:
             say(f"tuning {m} on {len(val_ids)} validation images")
-            t = tune_weight(lambda w, m=m: recs[m](d_val, w), x_val, grids[m])
+            t = tune_weight(lambda w, m=m: recs[m](d_val, w), x_val, grids[m],
+                            progress=lambda msg, m=m: say(f"  {m} {msg}"))
             weights[m], tuning[m] = t.best, {"weights": t.weights, "val_psnr": t.psnr}
         else:
             weights[m], tuning[m] = None, None

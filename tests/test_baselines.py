@@ -108,8 +108,14 @@ def test_tune_weight_picks_the_best_validation_score():
         calls.append(w)
         return tikhonov(A, d, w)
 
-    t = tune_weight(rec, x, [1e-3, 1e-2, 1e-1, 1.0])
+    lines = []
+    t = tune_weight(rec, x, [1e-3, 1e-2, 1e-1, 1.0], progress=lines.append)
     assert calls == [1e-3, 1e-2, 1e-1, 1.0]
     assert t.psnr[t.weights.index(t.best)] == max(t.psnr)
+    assert len(lines) == 4 and lines[0].startswith("1/4: 0.001 -> ")
     with pytest.raises(ValueError):
         tune_weight(rec, x, [])
+    # settings given as tuples come back as JSON-ready lists, the best among them
+    t2 = tune_weight(lambda w: tikhonov(A, d, w[0] * w[1]), x, [(1e-3, 1.0), (1e-2, 1.0), (1e-2, 10.0)])
+    assert t2.weights == [[1e-3, 1.0], [1e-2, 1.0], [1e-2, 10.0]] and t2.best in t2.weights
+    assert t2.psnr[t2.weights.index(t2.best)] == max(t2.psnr)
