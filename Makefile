@@ -159,7 +159,7 @@ reproduce: $(STAMP)
 	$(BIN)/python -m jfb_core evaluate $(EVALS1) --methods degrad_ift,degrad_jfb $(CKPTSCPL) --limit 50 \
 	  --solve-tol 1e-6 --solve-max-iter 400 --float64 --out results/eval/celeba-paper-test_64px_5x5_s1_cpl_tight.json
 	$(BIN)/python -m jfb_core evaluate $(EVALS1) --methods direct,tv,pnp,degrad_ift,degrad_jfb $(CKPTSCPL) \
-	  --tv-grid 5e-4,1e-3,2e-3,4e-3 --limit 6 --grid 6 \
+	  --tv-grid 5e-4,1e-3,2e-3,4e-3 --pnp-strength 0.2 --pnp-max-iter 100 --limit 6 --grid 6 \
 	  --out results/eval/celeba-paper-test_64px_5x5_s1_cpl_table1.json
 	$(BIN)/python -m jfb_core evaluate $(EVALS1) --methods pnp --pnp-strength 0.05,0.1,0.2,0.4,1 --pnp-max-iter 100 \
 	  --checkpoint degrad_jfb=results/train/celeba64_5x5_s1_cpl_jfb/checkpoint.pt \
