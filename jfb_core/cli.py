@@ -104,7 +104,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     images = result.pop("_images", None)
     result["wall_seconds"] = time.perf_counter() - t0
     if "pnp" in learned_config:
-        learned_config["pnp"] = _pnp_summary(learned_config["pnp"], args.pnp_max_iter)
+        learned_config["pnp"] = _pnp_summary(learned_config["pnp"], args.pnp_max_iter, args.pnp_tol)
     for cfg in learned_config.values():  # solver statistics over the test images, as means
         st = cfg.get("solver")
         if st and st["images"]:
@@ -138,10 +138,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-PNP_TOL = 1e-4  # Plug-and-Play stops when every image's relative change is below this
-
-
-def _pnp_summary(cfg: dict, max_iter: int) -> dict:
+def _pnp_summary(cfg: dict, max_iter: int, tol: float) -> dict:
     """Plug-and-Play's solver statistics: per setting on validation, and for the chosen one on test.
 
     :func:`jfb_core.evaluate.evaluate_classical` tunes first (one call per setting, on the
@@ -159,7 +156,7 @@ def _pnp_summary(cfg: dict, max_iter: int) -> dict:
             test["images"] += n
             test["converged"] += conv
             test["iterations"] += its * n
-    solver = {"tol": PNP_TOL, "max_iter": max_iter, "tuning": tuning}
+    solver = {"tol": tol, "max_iter": max_iter, "tuning": tuning}
     if test["images"]:
         solver.update(images=test["images"], converged_fraction=test["converged"] / test["images"],
                       iterations_mean=test["iterations"] / test["images"])
@@ -218,9 +215,14 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
         f = make_network(model.f.arch, model.f.depth, model.f.channels, lipschitz=model.f.lipschitz,
                          skip=model.f.skip, activation=model.f.activation).to(args.device)
         f.load_state_dict(ckpt["denoiser"])
-        f.eval()
+        pnp_dtype = torch.float64 if args.float64 else torch.float32
+        f.to(pnp_dtype).eval()
         A = model.A
-        steps = (0.5, 1.0, 1.5, 1.9)
+        steps = tuple(float(t) for t in args.pnp_step.split(","))
+        if any(not 0 < t < 2 for t in steps):  # 2 / L with L = ||A||^2 <= 1 for a normalised blur
+            raise ValueError(f"--pnp-step values must be in (0, 2), got {args.pnp_step}")
+        if not args.pnp_tol > 0 or args.pnp_max_iter < 1:
+            raise ValueError("--pnp-tol must be positive and --pnp-max-iter at least 1")
         strengths = tuple(float(a) for a in args.pnp_strength.split(","))
         if any(not 0 < a <= 1 for a in strengths):
             raise ValueError(f"--pnp-strength values must be in (0, 1], got {args.pnp_strength}")
@@ -230,10 +232,10 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
             w = tuple(w) if isinstance(w, (tuple, list)) else w  # the chosen setting comes back as a list
             step, strength = w if isinstance(w, tuple) else (w, 1.0)
             st: dict = {}
-            out = pnp_pgd(A, d, f, step=step, strength=strength, max_iter=args.pnp_max_iter, tol=PNP_TOL,
-                          stats=st)
+            out = pnp_pgd(A, d.to(pnp_dtype), f, step=step, strength=strength, max_iter=args.pnp_max_iter,
+                          tol=args.pnp_tol, stats=st)
             calls.append((w, len(d), st["converged"], st["iterations"]))
-            return out
+            return out.to(d.dtype)
 
         if strengths == (1.0,):  # the plain denoiser: tune the step alone
             extra["pnp"] = (pnp, steps)
@@ -242,6 +244,7 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
         config["pnp"] = {"denoiser_from": path,
                          "scheme": "proximal gradient, step" + (" and denoiser strength" if strengths != (1.0,) else "")
                          + " tuned on validation", "strengths": list(strengths), "calls": pnp_calls,
+                         "dtype": str(pnp_dtype).removeprefix("torch."),
                          "pretrain_noise": ckpt["config"].get("pretrain_noise")}
     return extra, config
 
@@ -456,8 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--pnp-strength", default="1",
                     help="comma-separated denoiser strengths a in (0, 1] for Plug-and-Play, D_a = I + a (D - I), "
                          "tuned on validation together with the step (default: 1, the plain denoiser)")
+    ev.add_argument("--pnp-step", default="0.5,1,1.5,1.9",
+                    help="comma-separated Plug-and-Play steps in (0, 2) to tune over (default: 0.5,1,1.5,1.9)")
     ev.add_argument("--pnp-max-iter", type=int, default=50,
-                    help="Plug-and-Play iterations at most (relative change 1e-4 stops it earlier; default 50)")
+                    help="Plug-and-Play iterations at most (--pnp-tol stops it earlier; default 50)")
+    ev.add_argument("--pnp-tol", type=float, default=1e-4,
+                    help="Plug-and-Play stops when every image's relative change is below this (default 1e-4)")
     ev.add_argument("--tv-grid", default=None, help="comma-separated TV weights to tune over (default: 5e-4..4e-3)")
     ev.add_argument("--grid", type=int, default=0, help="also write a PNG grid of the first N test images")
     ev.add_argument("--solve-tol", type=float, default=None,
@@ -465,8 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--solve-max-iter", type=int, default=None,
                     help="Anderson iteration cap for the checkpoints (default: the trained one)")
     ev.add_argument("--float64", action="store_true",
-                    help="solve the checkpoints' fixed points in float64 (float32 cannot resolve a --solve-tol "
-                         "much below 1e-5); with --solve-tol the proximal step's inner solve is 100x tighter")
+                    help="solve the checkpoints' fixed points, and Plug-and-Play's, in float64 (float32 cannot "
+                         "resolve a --solve-tol or --pnp-tol much below 1e-5); with --solve-tol the proximal "
+                         "step's inner solve is 100x tighter")
     pr = subs["prepare"]
     pr.add_argument("--data", required=True, help="CelebA folder holding img_align_celeba/")
     pr.add_argument("--out", default=None, help="cache file (default: runs/celeba_SUBSET_SIZE.pt)")

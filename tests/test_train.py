@@ -230,6 +230,20 @@ def test_evaluate_scores_checkpoints_and_pnp_and_writes_a_grid(tmp_path, capsys)
     assert 1 <= solver["iterations_mean"] <= solver["max_iter"] == 50
     assert main([*argv[:-2], "--methods", "pnp", "--pnp-strength", "0", "--out", str(out2)]) == 2
     assert "--pnp-strength" in capsys.readouterr().err
+    # one fixed setting at two tolerances: each is the one asked for, recorded, and the tighter one
+    # takes more iterations
+    fixed = {}
+    for tol in ("1e-4", "1e-6"):
+        assert main([*argv[:-2], "--methods", "pnp", "--pnp-step", "1", "--pnp-strength", "0.5", "--pnp-tol", tol,
+                     "--pnp-max-iter", "400", "--float64", "--out", str(out2)]) == 0
+        res3 = json.loads(out2.read_text())
+        assert res3["learned"]["pnp"]["dtype"] == "float64"
+        fixed[tol] = res3["learned"]["pnp"]["pnp_solver"]
+        assert res3["methods"]["pnp"]["tuning"]["weights"] == [[1.0, 0.5]]
+        assert (fixed[tol]["tol"], fixed[tol]["max_iter"]) == (float(tol), 400)
+    assert fixed["1e-6"]["iterations_mean"] > fixed["1e-4"]["iterations_mean"]
+    assert main([*argv[:-2], "--methods", "pnp", "--pnp-step", "2.5", "--out", str(out2)]) == 2
+    assert "--pnp-step" in capsys.readouterr().err
 
 
 def test_a_weighted_regulariser_trains_resumes_and_is_checked_on_resume(tmp_path):
