@@ -164,6 +164,9 @@ reproduce: $(STAMP)
 	$(BIN)/python -m jfb_core evaluate $(EVALS1) --methods pnp --pnp-strength 0.05,0.1,0.2,0.4,1 --pnp-max-iter 100 \
 	  --checkpoint degrad_jfb=results/train/celeba64_5x5_s1_cpl_jfb/checkpoint.pt \
 	  --out results/eval/celeba-paper-test_64px_5x5_s1_cpl_pnp.json
+	$(BIN)/python -m jfb_core evaluate $(EVALS1) --methods pnp --pnp-step 1.9 --pnp-strength 0.2 --pnp-tol 1e-6 \
+	  --pnp-max-iter 2000 --float64 --limit 50 --checkpoint degrad_jfb=results/train/celeba64_5x5_s1_cpl_jfb/checkpoint.pt \
+	  --out results/eval/celeba-paper-test_64px_5x5_s1_cpl_pnp_tight.json
 
 clean:
 	rm -rf _build book/_build .cache
