@@ -39,6 +39,7 @@ import json
 import matplotlib.pyplot as plt
 import numpy as np
 
+from jfb_core.evaluate import format_weight
 from jfb_core.provenance import find_results_dir
 
 results = find_results_dir()
@@ -152,9 +153,7 @@ def print_table(evf, methods_, names_, learned_, heading="method (course)"):
     for key, label in names_.items():
         r = methods_[key]
         t = f"{learned_[key]['train_seconds'] / 60:10.1f} min" if "train_seconds" in learned_.get(key, {}) else ""
-        w = r["weight"]  # a weight, a step, or PnP's (step, strength)
-        w = "" if w is None else "/".join(f"{v:g}" for v in w) if isinstance(w, list) else f"{w:.1e}"
-        print(f"{label:<30} {r['psnr_mean']:6.2f} {r['ssim_mean']:6.3f} {w:>7} {t:>15}")
+        print(f"{label:<30} {r['psnr_mean']:6.2f} {r['ssim_mean']:6.3f} {format_weight(r['weight']):>7} {t:>15}")
 
 
 print_table(ev, methods, names, learned)
@@ -452,9 +451,9 @@ for name, y in {**at64, "no blur": half}.items():
           f"{float((y - seen).norm() / seen.norm()):.2%}, PSNR {float(-10 * torch.log10(((y - seen) ** 2).mean())):.1f} dB")
 
 fig, axes = plt.subplots(1, 4, figsize=(10, 2.8))
-panels = {"sharp, 64 px": half, "Table 2's blur at 128 px,\nthen halved": seen,
-          "5x5 sigma 1 at 64 px\n(fourth pair)": at64["5x5_s1"], "9x9 variance 5 at 64 px\n(pairs 1-3)": at64["9x9_var5"]}
-for ax, (title, y) in zip(axes, panels.items()):
+blur_panels = {"sharp, 64 px": half, "Table 2's blur at 128 px,\nthen halved": seen,
+               "5x5 sigma 1 at 64 px\n(fourth pair)": at64["5x5_s1"], "9x9 variance 5 at 64 px\n(pairs 1-3)": at64["9x9_var5"]}
+for ax, (title, y) in zip(axes, blur_panels.items()):
     ax.imshow(y[0].permute(1, 2, 0).clamp(0, 1).numpy())
     ax.set_title(title, fontsize=8)
     ax.axis("off")
@@ -602,24 +601,24 @@ print(f"  largest per-image change: "
 # the *gaps* within each panel, not the bars across panels.
 
 # %%
-rows = {"TV": ("Total Variation", "tv"), "PnP": ("Plug-n-Play", "pnp"),
-        "Deep Equilibrium (IFT)": ("Deep Equilibrium", "degrad_ift"), "JFB": ("JFB (paper)", "degrad_jfb")}
+table2_rows = {"TV": ("Total Variation", "tv"), "PnP": ("Plug-n-Play", "pnp"),
+               "Deep Equilibrium (IFT)": ("Deep Equilibrium", "degrad_ift"), "JFB": ("JFB (paper)", "degrad_jfb")}
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.2), sharey=True)
-panels = ((axes[0], [paper[p][0] for p, _ in rows.values()], [paper[p][1] for p, _ in rows.values()], "0.6",
-           "paper, Table 2: CelebA 128x128, 9x9 var 5 nominal (rows quoted)"),
-          (axes[1], [methods_s1[k]["psnr_mean"] for _, k in rows.values()],
-           [methods_s1[k]["ssim_mean"] for _, k in rows.values()], "C0",
-           "course, fourth pair: CelebA 64x64, 5x5 sigma 1 (CPU, 2,000 test images)"))
-for ax, vals, ssims, color, title in panels:
-    ax.barh(list(rows), vals, color=color)
+bar_panels = ((axes[0], [paper[p][0] for p, _ in table2_rows.values()], [paper[p][1] for p, _ in table2_rows.values()],
+               "0.6", "paper, Table 2: CelebA 128x128, 9x9 var 5 nominal (rows quoted)"),
+              (axes[1], [methods_s1[k]["psnr_mean"] for _, k in table2_rows.values()],
+               [methods_s1[k]["ssim_mean"] for _, k in table2_rows.values()], "C0",
+               "course, fourth pair: CelebA 64x64, 5x5 sigma 1 (CPU, 2,000 test images)"))
+for ax, vals, ssims, color, title in bar_panels:
+    ax.barh(list(table2_rows), vals, color=color)
     for i, (v, q) in enumerate(zip(vals, ssims)):
         ax.text(v + 0.2, i, f"{v:.2f} dB / {q:.2f}", va="center", fontsize=8)
     ax.set(title=title, xlabel="PSNR (dB) / SSIM", xlim=(0, max(vals) + 8))
     ax.title.set_fontsize(9)
 plt.tight_layout()
 plt.show()
-for label, (_, k) in rows.items():
-    print(f"{label:<24} paper minus TV {paper[rows[label][0]][0] - paper['Total Variation'][0]:+5.2f} dB   "
+for label, (p, k) in table2_rows.items():
+    print(f"{label:<24} paper minus TV {paper[p][0] - paper['Total Variation'][0]:+5.2f} dB   "
           f"course minus TV {methods_s1[k]['psnr_mean'] - methods_s1['tv']['psnr_mean']:+5.2f} dB")
 
 # %% [markdown]

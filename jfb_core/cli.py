@@ -46,7 +46,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from jfb_core.config import get_preset
     from jfb_core.data import CelebAFolder, bundled_images, iterate_batches
-    from jfb_core.evaluate import CLASSICAL_METHODS, Split, evaluate_classical
+    from jfb_core.evaluate import CLASSICAL_METHODS, Split, evaluate_classical, format_weight
     from jfb_core.provenance import provenance, write_json
 
     preset = get_preset(args.preset)
@@ -131,9 +131,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     m = result["measurement"]
     print(f"{'measured':>10} {'':>8} {m['psnr_mean']:10.2f} {m['ssim_mean']:7.3f}")
     for name, r in result["methods"].items():
-        w = r["weight"]
-        w = "" if w is None else "/".join(f"{v:g}" for v in w) if isinstance(w, list) else f"{w:.0e}"
-        print(f"{name:>10} {w:>8} {r['psnr_mean']:10.2f} {r['ssim_mean']:7.3f}")
+        print(f"{name:>10} {format_weight(r['weight'], '{:.0e}'):>8} {r['psnr_mean']:10.2f} {r['ssim_mean']:7.3f}")
     print(f"wrote {out}")
     return 0
 

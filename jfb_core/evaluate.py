@@ -194,5 +194,12 @@ def plot_grid(images: dict[str, torch.Tensor], labels: dict[str, str], path: str
     fig.savefig(path, dpi=100)
 
 
+def format_weight(w, number: str = "{:.1e}") -> str:
+    """A tuned weight for a table: blank for none, ``number`` for a float, ``1.9/0.2`` for several settings."""
+    if w is None:
+        return ""
+    return "/".join(f"{v:g}" for v in w) if isinstance(w, (list, tuple)) else number.format(w)
+
+
 __all__ = ["CLASSICAL_METHODS", "ClassicalSettings", "MethodResult", "Split", "evaluate_classical",
-           "make_reconstructor", "plot_grid"]
+           "format_weight", "make_reconstructor", "plot_grid"]

@@ -119,3 +119,11 @@ def test_tune_weight_picks_the_best_validation_score():
     t2 = tune_weight(lambda w: tikhonov(A, d, w[0] * w[1]), x, [(1e-3, 1.0), (1e-2, 1.0), (1e-2, 10.0)])
     assert t2.weights == [[1e-3, 1.0], [1e-2, 1.0], [1e-2, 10.0]] and t2.best in t2.weights
     assert t2.psnr[t2.weights.index(t2.best)] == max(t2.psnr)
+
+
+def test_format_weight_prints_each_kind_of_tuned_setting():
+    from jfb_core.evaluate import format_weight
+
+    assert format_weight(None) == ""
+    assert format_weight(0.002) == "2.0e-03" and format_weight(0.002, "{:.0e}") == "2e-03"
+    assert format_weight([1.9, 0.2]) == "1.9/0.2" == format_weight((1.9, 0.2))
