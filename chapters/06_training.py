@@ -160,7 +160,7 @@ for row in live.log:
 results = find_results_dir()
 path = results / "train" / "celeba64_9x9_var5_rho1_jfb" / "log.json"
 run = json.loads(path.read_text())
-ckpt = torch.load(path.with_name("checkpoint.pt"), map_location="cpu", weights_only=False)
+ckpt = torch.load(path.with_name("checkpoint.pt"), map_location="cpu", weights_only=True)
 cfg, last = run["config"], run["log"][-1]
 print(f"JFB: CelebA paper split, {cfg['image_size']}x{cfg['image_size']}, {cfg['blur']}, depth {cfg['depth']} "
       f"width {cfg['width']}, Lipschitz target {cfg['lipschitz']}, {last['steps']} steps, "

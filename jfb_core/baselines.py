@@ -19,6 +19,7 @@ import torch
 from jfb_core.metrics import psnr
 from jfb_core.operators import GaussianBlur, conjugate_gradient
 from jfb_core.regularizers import tv, tv_grad, tv_lipschitz
+from jfb_core.errors import UserError
 
 
 def direct_inverse(A: GaussianBlur, d: torch.Tensor, max_iter: int = 200,
@@ -49,7 +50,7 @@ def tikhonov(A: GaussianBlur, d: torch.Tensor, lam: float, max_iter: int = 500,
     gradients, which converge quickly because ``lam`` bounds the condition number.
     """
     if not lam > 0:
-        raise ValueError(f"lam must be positive, got {lam}")
+        raise UserError(f"lam must be positive, got {lam}")
     if A.padding == "circular":
         h = A.transfer_function(*d.shape[-2:], dtype=torch.float64).to(d.device)
         x = torch.fft.ifft2(h * torch.fft.fft2(d.double()) / (h**2 + lam)).real
@@ -101,14 +102,14 @@ def tv_gradient_descent(A: GaussianBlur, d: torch.Tensor, lam: float, delta: flo
     result.
     """
     if lam < 0:
-        raise ValueError(f"lam must be >= 0, got {lam}")
+        raise UserError(f"lam must be >= 0, got {lam}")
     if L is None:
         L = A.eigenvalue_bounds(*d.shape[-2:]).L
     lip = L + lam * tv_lipschitz(delta)
     if step is None:
         step = 1.0 / lip
     if not step > 0:
-        raise ValueError(f"step must be positive, got {step}")
+        raise UserError(f"step must be positive, got {step}")
     x = A.adjoint(d) if x0 is None else x0.clone()
     y = x.clone()
     B = d.shape[0]
@@ -168,7 +169,7 @@ def tune_weight(reconstruct: Callable[[float], torch.Tensor], x_val: torch.Tenso
     given, receives one line per weight tried.
     """
     if not weights:
-        raise ValueError("give at least one weight to try")
+        raise UserError("give at least one weight to try")
     scores = []
     for i, w in enumerate(weights):
         scores.append(float(psnr(reconstruct(w), x_val)))
@@ -200,9 +201,9 @@ def pnp_pgd(A: GaussianBlur, d: torch.Tensor, denoiser: Callable[[torch.Tensor],
     fixed point.
     """
     if not 0 < strength <= 1:
-        raise ValueError(f"strength must be in (0, 1], got {strength}")
+        raise UserError(f"strength must be in (0, 1], got {strength}")
     if max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+        raise UserError(f"max_iter must be >= 1, got {max_iter}")
     x = A.adjoint(d) if x0 is None else x0
     with torch.no_grad():
         for k in range(1, max_iter + 1):

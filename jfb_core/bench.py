@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 from jfb_core.config import Preset
+from jfb_core.errors import UserError
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -290,9 +291,9 @@ def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] |
 
     unknown = sorted(set(methods) - set(BACKWARD_METHODS))
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; available: {sorted(BACKWARD_METHODS)}")
+        raise UserError(f"unknown method(s) {unknown}; available: {sorted(BACKWARD_METHODS)}")
     if forward_iters < 1 or warmup < 0:
-        raise ValueError("forward_iters must be >= 1 and warmup >= 0")
+        raise UserError("forward_iters must be >= 1 and warmup >= 0")
     sizes = tuple(sizes or preset.bench_sizes)
     batch = batch or preset.bench_batch
     repeats = repeats or preset.bench_repeats

@@ -13,6 +13,7 @@ import time
 from typing import Callable, Sequence
 
 from jfb_core.config import BLURS, PRESETS
+from jfb_core.errors import UserError
 
 COMMANDS = {
     "info": "show versions, device and the active preset",
@@ -21,6 +22,65 @@ COMMANDS = {
     "evaluate": "PSNR/SSIM of reconstructions on a data split",
     "bench": "timing and memory benchmarks, written as JSON with provenance",
 }
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def number_list(text: str, flag: str, kind: type = float) -> tuple:
+    """``"1e-3,2e-3"`` as a tuple of numbers; a :class:`UserError` naming ``flag`` otherwise."""
+    try:
+        values = tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected comma-separated {'numbers' if kind is float else 'whole numbers'}") \
+            from None
+    if not values:
+        raise UserError(f"{flag} is empty: give at least one value")
+    return values
+
+
+def check_device(device: str) -> str:
+    """``device`` if torch knows it and it is present here, else a :class:`UserError`."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UserError(f"--device {device!r} is not a device; use cpu or cuda (cuda:N for one GPU)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {device}: only cpu and cuda are supported")
+    return device
 
 
 def _add_preset(p: argparse.ArgumentParser) -> None:
@@ -45,11 +105,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from jfb_core.config import get_preset
-    from jfb_core.data import CelebAFolder, bundled_images, iterate_batches
+    from jfb_core.data import CelebAFolder, bundled_images, readable_batches
     from jfb_core.evaluate import CLASSICAL_METHODS, Split, evaluate_classical, format_weight
     from jfb_core.provenance import provenance, write_json
 
     preset = get_preset(args.preset)
+    check_device(args.device)
     overrides = {k: v for k, v in (("blur", args.blur), ("padding", args.padding),
                                    ("image_size", args.size)) if v is not None}
     preset = preset.replace(**overrides) if overrides else preset
@@ -57,29 +118,34 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     extra, learned_config = _learned_methods(args, preset, methods)
     unknown = sorted(set(methods) - set(CLASSICAL_METHODS) - set(extra))
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; available: {list(CLASSICAL_METHODS)}, 'pnp' (needs "
+        raise UserError(f"unknown method(s) {unknown}; available: {list(CLASSICAL_METHODS)}, 'pnp' (needs "
                          f"--checkpoint) and the names given with --checkpoint")
     dataset = "celeba" if args.data else preset.dataset
     size, bs = preset.image_size, args.batch_size
+    skipped: list[str] = []  # unreadable image files, skipped and counted as prepare does
     if dataset == "celeba":
+        split = args.split or "test"
         val_range = "train" if args.subset == "paper" else "val"
         val_ds = CelebAFolder(args.data, val_range, size=size, subset=args.subset)
-        val_files = val_ds.files[-args.n_val:]  # the last images of the training range
-        val_ds.files = val_files
-        test_ds = CelebAFolder(args.data, args.split, size=size, subset=args.subset, limit=args.limit)
-        x_val = torch.stack([val_ds[i] for i in range(len(val_ds))])
-        val = (_celeba_ids(val_ds), x_val)
-        ids = _celeba_ids(test_ds)
+        val_ds.files = val_ds.files[-args.n_val:]  # the last images of the training range
+        test_ds = CelebAFolder(args.data, split, size=size, subset=args.subset, limit=args.limit)
+        val_batches = list(readable_batches(val_ds, len(val_ds.files), skipped))
+        if not val_batches:
+            raise UserError(f"none of the {len(val_ds.files)} validation images in {val_ds.directory} is readable")
+        val = val_batches[0]
 
         def images():
-            for idx, batch in iterate_batches(test_ds, bs):
-                yield [ids[i] for i in idx], batch
+            yield from readable_batches(test_ds, bs, skipped)
 
-        test = Split(f"celeba-{args.subset}-{args.split}", images, size,
-                     f"CelebA {args.subset} subset, {args.split} split, {len(test_ds)} images, "
+        test = Split(f"celeba-{args.subset}-{split}", images, size,
+                     f"CelebA {args.subset} subset, {split} split, {len(test_ds)} images, "
                      f"whole image resized to {size}x{size}; validation: {len(val_ds)} images "
                      f"{'at the end of the training range' if args.subset == 'paper' else 'of the official val split'}")
     else:
+        if args.split not in (None, "test"):
+            raise UserError(f"--split {args.split}: the bundled images have one test split; pass --data "
+                            f"/path/to/celeba to score another split")
+        split = "test"
         x_val = bundled_images("val", size, n=min(args.n_val, preset.n_val), seed=preset.seed)
         val = (list(range(len(x_val))), x_val)
         x_test = bundled_images("test", size, n=args.limit or preset.n_test, seed=preset.seed)
@@ -94,7 +160,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     settings = ClassicalSettings()
     if args.tv_grid:
-        settings.tv_grid = tuple(float(w) for w in args.tv_grid.split(","))
+        settings.tv_grid = number_list(args.tv_grid, "--tv-grid")
     t0 = time.perf_counter()
     result = evaluate_classical(methods, preset.blur, preset.padding, preset.noise_std, val, test,
                                 seed=args.seed, device=args.device,
@@ -111,8 +177,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             cfg["solver"] = {"images": st["images"], "converged_fraction": st["converged"] / st["images"],
                              "iterations_mean": st["iterations"] / st["images"], "residual_max": st["residual_max"]}
     result["learned"] = learned_config
+    result["skipped_files"] = skipped
     result["provenance"] = provenance(config={**preset.to_dict(), "methods": methods, "subset": args.subset,
-                                              "split": args.split, "n_val": args.n_val, "seed": args.seed},
+                                              "split": split, "n_val": args.n_val, "seed": args.seed},
                                       device=args.device)
     out = args.out or f"results/baselines/{test.name}_{preset.blur}_{preset.padding}.json"
     write_json(out, result)
@@ -132,6 +199,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"{'measured':>10} {'':>8} {m['psnr_mean']:10.2f} {m['ssim_mean']:7.3f}")
     for name, r in result["methods"].items():
         print(f"{name:>10} {format_weight(r['weight'], '{:.0e}'):>8} {r['psnr_mean']:10.2f} {r['ssim_mean']:7.3f}")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable file(s): {'; '.join(skipped[:3])}", file=sys.stderr)
     print(f"wrote {out}")
     return 0
 
@@ -175,6 +244,9 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
         name, _, path = spec.rpartition("=")
         model, ckpt = load_checkpoint(path, args.device)
         name = name or f"degrad_{model.grad_mode}"
+        if name not in methods and not ("pnp" in methods and first is None):
+            raise UserError(f"--checkpoint {spec}: {name!r} is not in --methods ({','.join(methods)}); add it "
+                            f"there to score it (only the first checkpoint may serve pnp alone, as its denoiser)")
         if args.solve_tol is not None:  # solve further than in training, to check the fixed point itself
             model.tol = args.solve_tol
         if args.solve_max_iter is not None:
@@ -199,16 +271,18 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
             solver["residual_max"] = max(solver["residual_max"], max(st.residual))
             return out
 
+        first = first or (model, ckpt, path)
+        if name not in methods:  # only pnp's denoiser comes from it: nothing of it is scored
+            continue
         extra[name] = (rec, None)
         config[name] = {"checkpoint": path, "epoch": ckpt["epoch"], "train_seconds": ckpt["train_seconds"],
                         "solve_tol": model.tol, "solve_max_iter": model.max_iter, "solver": solver,
                         "dtype": str(dtype).removeprefix("torch."),
                         "inner_tol": model.inner_tol if model.data_step == "proximal" else None,
                         "grad_mode": ckpt["config"]["grad_mode"], "final_log": ckpt["log"][-1] if ckpt["log"] else None}
-        first = first or (model, ckpt, path)
     if "pnp" in methods:
         if first is None or first[1].get("denoiser") is None:
-            raise ValueError("pnp needs --checkpoint of a run with pretraining (its denoiser is used)")
+            raise UserError("pnp needs --checkpoint of a run with pretraining (its denoiser is used)")
         model, ckpt, path = first
         f = make_network(model.f.arch, model.f.depth, model.f.channels, lipschitz=model.f.lipschitz,
                          skip=model.f.skip, activation=model.f.activation).to(args.device)
@@ -216,14 +290,14 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
         pnp_dtype = torch.float64 if args.float64 else torch.float32
         f.to(pnp_dtype).eval()
         A = model.A
-        steps = tuple(float(t) for t in args.pnp_step.split(","))
+        steps = number_list(args.pnp_step, "--pnp-step")
         if any(not 0 < t < 2 for t in steps):  # 2 / L with L = ||A||^2 <= 1 for a normalised blur
-            raise ValueError(f"--pnp-step values must be in (0, 2), got {args.pnp_step}")
+            raise UserError(f"--pnp-step values must be in (0, 2), got {args.pnp_step}")
         if not args.pnp_tol > 0 or args.pnp_max_iter < 1:
-            raise ValueError("--pnp-tol must be positive and --pnp-max-iter at least 1")
-        strengths = tuple(float(a) for a in args.pnp_strength.split(","))
+            raise UserError("--pnp-tol must be positive and --pnp-max-iter at least 1")
+        strengths = number_list(args.pnp_strength, "--pnp-strength")
         if any(not 0 < a <= 1 for a in strengths):
-            raise ValueError(f"--pnp-strength values must be in (0, 1], got {args.pnp_strength}")
+            raise UserError(f"--pnp-strength values must be in (0, 1], got {args.pnp_strength}")
         pnp_calls: list = []  # (setting, images, converged, iterations) per call, summarised after the run
 
         def pnp(d, w, f=f, A=A, calls=pnp_calls):
@@ -256,7 +330,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from jfb_core.provenance import provenance, write_json
 
     preset = get_preset(args.preset)
-    device = args.device or ("cuda" if preset.device == "cuda" else "cpu")
+    device = check_device(args.device or ("cuda" if preset.device == "cuda" else "cpu"))
     if args.which == "solvers":
         print(f"bench solvers: preset {preset.name}, device {device}", file=sys.stderr, flush=True)
         result = bench.bench_solvers(preset, device=device, size=args.size, batch=args.batch,
@@ -273,7 +347,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(f"{r['mode']:>9} K={r['iterations']:4d}: {r['saved_bytes'] / 2**20:9.2f} MiB saved for backward")
     elif args.which == "backward":
         print(f"bench backward: preset {preset.name}, device {device}", file=sys.stderr, flush=True)
-        sizes = tuple(int(s) for s in args.sizes.split(",")) if args.sizes else None
+        sizes = number_list(args.sizes, "--sizes", int) if args.sizes else None
         if args.size:
             sizes = (args.size,)
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
@@ -290,7 +364,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             floor = f"; JFB backward = {jfb['backward_over_t_T']:.2f} x (T fwd+bwd)" if jfb else ""
             print(f"size {r['size']:4d}: {ratios}{floor}")
     result["provenance"] = provenance(config=preset.to_dict(), device=device)
-    out = args.out or f"results/bench/{args.which}_{preset.name}_{torch_device_kind(device)}.json"
+    # runs/ by default: the committed results/bench/ artefacts are regenerated by `make reproduce` only
+    out = args.out or f"runs/bench/{args.which}_{preset.name}_{torch_device_kind(device)}.json"
     write_json(out, result)
     print(f"wrote {out}")
     if args.which == "backward":
@@ -313,9 +388,11 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         bar.total = total
         bar.update(done - bar.n)
 
-    summary = prepare_celeba(args.data, out, size=args.size, subset=args.subset, splits=splits, limit=args.limit,
-                             progress=progress)
-    bar.close()
+    try:
+        summary = prepare_celeba(args.data, out, size=args.size, subset=args.subset, splits=splits,
+                                 limit=args.limit, progress=progress, overwrite=args.force)
+    finally:
+        bar.close()
     counts = ", ".join(f"{k}: {v}" for k, v in summary["counts"].items())
     print(f"wrote {summary['path']} ({summary['bytes'] / 2**20:.1f} MiB; {counts}; "
           f"{len(summary['skipped'])} unreadable file(s) skipped)")
@@ -338,6 +415,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
+    for k in ("epochs", "n_train", "batch_size", "depth", "width", "max_iter"):
+        if overrides.get(k) is not None and overrides[k] < 1:
+            raise UserError(f"--{k.replace('_', '-')} must be at least 1, got {overrides[k]}")
     if args.size is not None:
         overrides["image_size"] = args.size
     for name in ("data_step", "skip", "activation", "arch"):
@@ -350,11 +430,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
                            backward_tol=args.backward_tol, backward_max_iter=args.backward_max_iter,
                            backward_solver=args.backward_solver, n_eval=args.n_eval, data_cache=args.data_cache,
                            amp=args.amp, max_steps=args.max_steps, eval_every=args.eval_every,
-                           checkpoint_every=args.checkpoint_every)
+                           checkpoint_every=args.checkpoint_every, init_from=args.init_from)
     if preset.dataset == "celeba" and not args.data_cache:
-        raise ValueError("the preset trains on CelebA: pass --data-cache FILE made by "
+        raise UserError("the preset trains on CelebA: pass --data-cache FILE made by "
                          "`python -m jfb_core prepare --data /path/to/celeba`")
-    device = args.device or ("cuda" if preset.device == "cuda" else "cpu")
+    device = check_device(args.device or ("cuda" if preset.device == "cuda" else "cpu"))
+    if preset.data_step == "proximal" and options.grad_mode == "ift" and options.backward_solver == "cg_normal":
+        raise UserError("--backward-solver cg_normal needs second derivatives through the proximal step's inner "
+                        "solve, which it does not have: use --backward-solver fixed_point with --data-step proximal")
+    if preset.lipschitz > 1:
+        print(f"warning: --lipschitz {preset.lipschitz:g} > 1: f is then not a contraction, Theorem 3.1's "
+              f"guarantee (a unique fixed point, Anderson's convergence) no longer holds", file=sys.stderr)
     out = args.out or f"runs/{preset.name}_{options.grad_mode}"
     rank = int(os.environ.get("RANK", "0"))
     bars: dict[str, tqdm] = {}
@@ -396,12 +482,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as exc:
         print(f"error: training stopped: {exc}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt as exc:
+        print(f"{exc or 'interrupted'}", file=sys.stderr)
+        return 130
     finally:
         for b in bars.values():
             b.close()
     if rank == 0:
-        print(f"{result.stopped}: {len(result.log)} epoch(s) logged; checkpoint {result.checkpoint}, "
-              f"log {out}/log.json")
+        what = ("nothing to do: the run already holds its epochs (raise --epochs or --max-steps to continue)"
+                if result.stopped == "already complete" else result.stopped)
+        print(f"{what}: {len(result.log)} epoch(s) logged; checkpoint {result.checkpoint}, log {out}/log.json")
     return 0
 
 
@@ -441,14 +531,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: the preset's data set; the bundled images for 'fast')")
     ev.add_argument("--subset", choices=["paper", "official"], default="paper",
                     help="CelebA split: the paper's 10,000 images (8,000/2,000) or the official one")
-    ev.add_argument("--split", default="test", help="split to score (default: test)")
+    ev.add_argument("--split", default=None, help="CelebA split to score (default: test; the bundled images have only test)")
     ev.add_argument("--methods", default="direct,tikhonov,tv", help="comma-separated methods")
     ev.add_argument("--blur", choices=sorted(BLURS), default=None, help="blur setting (default: the preset's)")
     ev.add_argument("--padding", choices=["zeros", "circular", "reflect"], default=None)
     ev.add_argument("--size", type=int, default=None, help="image side (default: the preset's)")
-    ev.add_argument("--n-val", type=int, default=200, help="validation images used to tune weights")
-    ev.add_argument("--limit", type=int, default=None, help="score only the first N test images")
-    ev.add_argument("--batch-size", type=int, default=100)
+    ev.add_argument("--n-val", type=_positive_int, default=200, help="validation images used to tune weights")
+    ev.add_argument("--limit", type=_positive_int, default=None, help="score only the first N test images")
+    ev.add_argument("--batch-size", type=_positive_int, default=100)
     ev.add_argument("--seed", type=int, default=0, help="noise seed (per image: seed and image number)")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--out", default=None, help="output JSON (default: results/baselines/...)")
@@ -459,15 +549,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "tuned on validation together with the step (default: 1, the plain denoiser)")
     ev.add_argument("--pnp-step", default="0.5,1,1.5,1.9",
                     help="comma-separated Plug-and-Play steps in (0, 2) to tune over (default: 0.5,1,1.5,1.9)")
-    ev.add_argument("--pnp-max-iter", type=int, default=50,
+    ev.add_argument("--pnp-max-iter", type=_positive_int, default=50,
                     help="Plug-and-Play iterations at most (--pnp-tol stops it earlier; default 50)")
-    ev.add_argument("--pnp-tol", type=float, default=1e-4,
+    ev.add_argument("--pnp-tol", type=_positive_float, default=1e-4,
                     help="Plug-and-Play stops when every image's relative change is below this (default 1e-4)")
     ev.add_argument("--tv-grid", default=None, help="comma-separated TV weights to tune over (default: 5e-4..4e-3)")
-    ev.add_argument("--grid", type=int, default=0, help="also write a PNG grid of the first N test images")
-    ev.add_argument("--solve-tol", type=float, default=None,
+    ev.add_argument("--grid", type=_nonnegative_int, default=0, help="also write a PNG grid of the first N test images")
+    ev.add_argument("--solve-tol", type=_positive_float, default=None,
                     help="Anderson tolerance for the checkpoints' fixed points (default: the trained one)")
-    ev.add_argument("--solve-max-iter", type=int, default=None,
+    ev.add_argument("--solve-max-iter", type=_positive_int, default=None,
                     help="Anderson iteration cap for the checkpoints (default: the trained one)")
     ev.add_argument("--float64", action="store_true",
                     help="solve the checkpoints' fixed points, and Plug-and-Play's, in float64 (float32 cannot "
@@ -476,18 +566,22 @@ def build_parser() -> argparse.ArgumentParser:
     pr = subs["prepare"]
     pr.add_argument("--data", required=True, help="CelebA folder holding img_align_celeba/")
     pr.add_argument("--out", default=None, help="cache file (default: runs/celeba_SUBSET_SIZE.pt)")
-    pr.add_argument("--size", type=int, default=128, help="image side after resizing (default 128)")
+    pr.add_argument("--size", type=_positive_int, default=128, help="image side after resizing (default 128)")
     pr.add_argument("--subset", choices=["paper", "official"], default="paper",
                     help="the paper's 10,000 images (8,000/2,000) or the official split")
     pr.add_argument("--splits", default="train,test", help="comma-separated splits to store")
-    pr.add_argument("--limit", type=int, default=None, help="keep the first N images of each split")
+    pr.add_argument("--limit", type=_positive_int, default=None, help="keep the first N images of each split")
+    pr.add_argument("--force", action="store_true", help="replace an existing cache file at --out")
     tr = subs["train"]
     tr.add_argument("--grad-mode", choices=["jfb", "ift", "neumann", "unrolled"], default="jfb")
     tr.add_argument("--data-cache", default=None, help="cache file from `prepare` (default: the bundled images)")
     tr.add_argument("--out", default=None, help="run folder for checkpoint.pt and log.json (default runs/PRESET_MODE)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                    help="warm start: begin from this run's weights (same network; any image size or blur); "
+                         "with pretraining, its denoiser is fine-tuned first; recorded in the run's log")
     tr.add_argument("--device", default=None, help="cpu or cuda (default: the preset's)")
-    tr.add_argument("--size", type=int, default=None, help="image side (default: the preset's)")
+    tr.add_argument("--size", type=_positive_int, default=None, help="image side (default: the preset's)")
     for name in TRAIN_OVERRIDES:
         kind = str if name == "blur" else (float if name in ("lr", "eta", "tol", "lipschitz", "rho") else int)
         tr.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"override the preset's {name}")
@@ -501,28 +595,28 @@ def build_parser() -> argparse.ArgumentParser:
                          "(chapter 6; default: the preset's, dncnn)")
     tr.add_argument("--skip", action=argparse.BooleanOptionalAction, default=None,
                     help="f = c + eps (alpha (x - c) + (1 - alpha) g(x - c)) with a 1-Lipschitz g (chapter 6)")
-    tr.add_argument("--neumann-k", type=int, default=5)
-    tr.add_argument("--unroll-k", type=int, default=20)
-    tr.add_argument("--backward-tol", type=float, default=1e-4)
-    tr.add_argument("--backward-max-iter", type=int, default=200)
+    tr.add_argument("--neumann-k", type=_nonnegative_int, default=5)
+    tr.add_argument("--unroll-k", type=_positive_int, default=20)
+    tr.add_argument("--backward-tol", type=_positive_float, default=1e-4)
+    tr.add_argument("--backward-max-iter", type=_positive_int, default=200)
     tr.add_argument("--backward-solver", choices=["fixed_point", "cg_normal"], default="fixed_point")
-    tr.add_argument("--n-eval", type=int, default=64,
+    tr.add_argument("--n-eval", type=_positive_int, default=64,
                     help="test images scored after every epoch (with --data-cache: at most its test split; "
                          "else at most the preset's n_test)")
-    tr.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps in all")
-    tr.add_argument("--eval-every", type=int, default=0, help="also score the eval images every N steps")
-    tr.add_argument("--checkpoint-every", type=int, default=0,
+    tr.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many optimiser steps in all")
+    tr.add_argument("--eval-every", type=_nonnegative_int, default=0, help="also score the eval images every N steps")
+    tr.add_argument("--checkpoint-every", type=_nonnegative_int, default=0,
                     help="also checkpoint every N steps within an epoch, so an interrupted run "
                          "loses at most N steps on --resume (default: only at epoch ends)")
     tr.add_argument("--amp", action="store_true", help="bfloat16 autocast on a GPU")
-    tr.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    tr.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     be = subs["bench"]
     be.add_argument("which", choices=BENCHMARKS, help="what to measure")
     be.add_argument("--device", default=None, help="cpu or cuda (default: the preset's, cpu for 'fast')")
-    be.add_argument("--size", type=int, default=None, help="image side (default: the preset's largest)")
-    be.add_argument("--batch", type=int, default=None, help="batch size (default: the preset's)")
-    be.add_argument("--repeats", type=int, default=None, help="timed repetitions (default: the preset's)")
-    be.add_argument("--out", default=None, help="output JSON (default: results/bench/...)")
+    be.add_argument("--size", type=_positive_int, default=None, help="image side (default: the preset's largest)")
+    be.add_argument("--batch", type=_positive_int, default=None, help="batch size (default: the preset's)")
+    be.add_argument("--repeats", type=_positive_int, default=None, help="timed repetitions (default: the preset's)")
+    be.add_argument("--out", default=None, help="output JSON (default: runs/bench/...; `make reproduce` writes results/bench/)")
     be.add_argument("--sizes", default=None, help="backward: comma-separated image sides (default: the preset's)")
     be.add_argument("--methods", default="jfb,ift_cg,ift_fp",
                     help="backward: comma-separated methods among jfb, ift_cg, ift_fp, neumann")
@@ -535,13 +629,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. A mistake the user can fix (:class:`jfb_core.errors.UserError`, or a
+    file that cannot be read or written) prints one line and returns 2; Ctrl-C returns 130;
+    anything else is a bug and keeps its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+        name = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"error: cannot use{name}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        print(f"{exc or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,6 +22,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from jfb_core.errors import UserError
+
 ENV_VAR = "JFB_PRESET"
 DEFAULT_PRESET = "fast"
 
@@ -36,9 +38,9 @@ class BlurSetting:
 
     def __post_init__(self) -> None:
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer, got {self.kernel_size}")
+            raise UserError(f"kernel_size must be a positive odd integer, got {self.kernel_size}")
         if not self.sigma > 0:
-            raise ValueError(f"sigma must be positive, got {self.sigma}")
+            raise UserError(f"sigma must be positive, got {self.sigma}")
 
 
 #: The three blur settings met in the paper and in the work its Table 2 quotes.
@@ -106,36 +108,36 @@ class Preset:
 
     def __post_init__(self) -> None:
         if self.dataset not in ("bundled", "celeba"):
-            raise ValueError(f"dataset must be 'bundled' or 'celeba', got {self.dataset!r}")
+            raise UserError(f"dataset must be 'bundled' or 'celeba', got {self.dataset!r}")
         if self.blur not in BLURS:
-            raise ValueError(f"unknown blur {self.blur!r}; choose one of {sorted(BLURS)}")
+            raise UserError(f"unknown blur {self.blur!r}; choose one of {sorted(BLURS)}")
         if self.padding not in ("zeros", "circular", "reflect"):
-            raise ValueError(f"padding must be 'zeros', 'circular' or 'reflect', got {self.padding!r}")
+            raise UserError(f"padding must be 'zeros', 'circular' or 'reflect', got {self.padding!r}")
         for name in ("image_size", "channels", "depth", "width", "anderson_m", "max_iter",
                      "batch_size", "bench_batch", "bench_repeats"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("n_train", "n_val", "n_test", "epochs", "pretrain_epochs"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.noise_std >= 0 and self.tol > 0 and self.lr > 0 and self.eta > 0):
-            raise ValueError("noise_std must be >= 0 and tol, lr, eta must be > 0")
+            raise UserError("noise_std must be >= 0 and tol, lr, eta must be > 0")
         if not 0 < self.lipschitz:
-            raise ValueError(f"lipschitz must be positive, got {self.lipschitz}")
+            raise UserError(f"lipschitz must be positive, got {self.lipschitz}")
         if not 0 < self.rho <= 1:
-            raise ValueError(f"rho must be in (0, 1], got {self.rho}")
+            raise UserError(f"rho must be in (0, 1], got {self.rho}")
         from jfb_core.models import ACTIVATIONS, ARCHS, DATA_STEPS  # the model's own lists, checked early
 
         if self.data_step not in DATA_STEPS:
-            raise ValueError(f"data_step must be one of {DATA_STEPS}, got {self.data_step!r}")
+            raise UserError(f"data_step must be one of {DATA_STEPS}, got {self.data_step!r}")
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+            raise UserError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+            raise UserError(f"arch must be one of {ARCHS}, got {self.arch!r}")
         if self.arch == "cpl" and self.activation != "relu":
-            raise ValueError("arch 'cpl' needs activation 'relu' (its layers need a monotone activation)")
+            raise UserError("arch 'cpl' needs activation 'relu' (its layers need a monotone activation)")
         if not isinstance(self.skip, bool):
-            raise ValueError(f"skip must be True or False, got {self.skip!r}")
+            raise UserError(f"skip must be True or False, got {self.skip!r}")
 
     @property
     def blur_setting(self) -> BlurSetting:
@@ -241,7 +243,7 @@ def get_preset(name: str | None = None, **overrides: Any) -> Preset:
     chosen = name if name is not None else os.environ.get(ENV_VAR, "").strip() or DEFAULT_PRESET
     if chosen not in PRESETS:
         source = "argument" if name is not None else f"environment variable {ENV_VAR}"
-        raise ValueError(
+        raise UserError(
             f"unknown preset {chosen!r} (from the {source}); choose one of {sorted(PRESETS)}"
         )
     preset = PRESETS[chosen]

@@ -21,7 +21,9 @@ of the first 10,000 images (first 8,000 train, last 2,000 test).
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import warnings
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,9 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
+from jfb_core.errors import BadDataCache, UserError
 from jfb_core.operators import GaussianBlur, add_noise
+from jfb_core.provenance import save_atomic
 
 SPLITS = ("train", "val", "test")
 
@@ -63,7 +67,7 @@ BUNDLED_PHOTOS: tuple[Photo, ...] = (
 def photo_names(split: str | None = None) -> list[str]:
     """Names of the bundled photographs, all or those of one split."""
     if split is not None and split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise UserError(f"split must be one of {SPLITS}, got {split!r}")
     return [p.name for p in BUNDLED_PHOTOS if split is None or p.split == split]
 
 
@@ -84,7 +88,7 @@ def _load_raw(name: str) -> np.ndarray:
     if name == "motorcycle":
         return skimage.data.stereo_motorcycle()[0]
     if name not in photo_names():
-        raise ValueError(f"unknown bundled photograph {name!r}; choose one of {photo_names()}")
+        raise UserError(f"unknown bundled photograph {name!r}; choose one of {photo_names()}")
     return getattr(skimage.data, name)()
 
 
@@ -112,7 +116,7 @@ def bundled_photo(name: str, short_side: int = 128, square: bool = True) -> torc
     ``short_side``; with ``square=True`` the centre square is kept.
     """
     if short_side < 8:
-        raise ValueError(f"short_side must be >= 8, got {short_side}")
+        raise UserError(f"short_side must be >= 8, got {short_side}")
     img = torch.from_numpy(_photo_cached(name, int(short_side)).copy()).permute(2, 0, 1)[None]
     if square:
         h, w = img.shape[-2:]
@@ -132,9 +136,9 @@ def bundled_images(split: str, size: int = 32, n: int | None = None, scale: int 
     arguments always give the same tensor. Splits never share a photograph.
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise UserError(f"split must be one of {SPLITS}, got {split!r}")
     if size < 8 or scale < 1:
-        raise ValueError(f"need size >= 8 and scale >= 1, got size={size}, scale={scale}")
+        raise UserError(f"need size >= 8 and scale >= 1, got size={size}, scale={scale}")
     stride = max(1, size // 2)
     crops = []
     for name in photo_names(split):
@@ -148,7 +152,7 @@ def bundled_images(split: str, size: int = 32, n: int | None = None, scale: int 
     order = torch.randperm(len(stack), generator=g)
     if n is not None:
         if n > len(stack):
-            raise ValueError(f"split {split!r} has {len(stack)} crops of size {size} with scale "
+            raise UserError(f"split {split!r} has {len(stack)} crops of size {size} with scale "
                              f"{scale}; asked for {n} (lower n or raise scale)")
         order = order[:n]
     return stack[order].contiguous()
@@ -216,21 +220,28 @@ class CelebAFolder(torch.utils.data.Dataset):
                  subset: str = "paper", limit: int | None = None) -> None:
         ranges = {"paper": CELEBA_PAPER, "official": CELEBA_OFFICIAL}
         if subset not in ranges:
-            raise ValueError(f"subset must be 'paper' or 'official', got {subset!r}")
+            raise UserError(f"subset must be 'paper' or 'official', got {subset!r}")
         if split not in ranges[subset]:
-            raise ValueError(f"split {split!r} does not exist in the {subset} subset; "
+            raise UserError(f"split {split!r} does not exist in the {subset} subset; "
                              f"choose one of {sorted(ranges[subset])}")
         if size < 8:
-            raise ValueError(f"size must be >= 8, got {size}")
+            raise UserError(f"size must be >= 8, got {size}")
         self.directory = find_celeba_images(root)
         lo, hi = ranges[subset][split]
-        files = []
+        by_number: dict[int, list[Path]] = {}
         for p in self.directory.iterdir():
             m = _CELEBA_NAME.match(p.name)
             if m and lo <= int(m.group(1)) <= hi:
-                files.append(p)
-        files.sort()
+                by_number.setdefault(int(m.group(1)), []).append(p)
+        # one file per image number: the .jpg of the download where both exist, never both
+        files, self.duplicates = [], []
+        for n in sorted(by_number):
+            found = sorted(by_number[n], key=lambda q: (q.suffix.lower() != ".jpg", q.name))
+            files.append(found[0])
+            self.duplicates += [q.name for q in found[1:]]
         if limit is not None:
+            if int(limit) < 1:
+                raise UserError(f"limit must be >= 1 (the number of images to keep), got {limit}")
             files = files[: int(limit)]
         if not files:
             raise FileNotFoundError(f"no image of the {subset} {split} split (numbers {lo:06d}-{hi:06d}) "
@@ -253,17 +264,44 @@ class CelebAFolder(torch.utils.data.Dataset):
 def load_image(path: str | os.PathLike[str], size: int) -> torch.Tensor:
     """Decode an image file, resize the whole image to ``size x size``: ``(3, size, size)`` in [0, 1].
 
-    A file that cannot be decoded raises ``ValueError`` naming it.
+    A file that cannot be decoded, or one larger than PIL's decompression-bomb limit,
+    raises :class:`BadImage` naming it.
     """
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
-            arr = np.asarray(im, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"cannot decode image {path}: {exc}") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+                arr = np.asarray(im, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImage(f"cannot decode image {path}: {exc}") from exc
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+class BadImage(UserError):
+    """An image file that cannot be decoded (corrupt, truncated, not an image, too large)."""
+
+
+def readable_batches(dataset: "CelebAFolder", batch_size: int,
+                     skipped: list[str]) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """``(image numbers, batch)`` over a CelebA folder in order, skipping files that cannot be
+    decoded (each appended to ``skipped`` as ``"name: reason"``), as :func:`prepare_celeba` does."""
+    ids: list[int] = []
+    rows: list[torch.Tensor] = []
+    for path in dataset.files:
+        try:
+            rows.append(load_image(path, dataset.size))
+        except BadImage as exc:
+            skipped.append(f"{path.name}: {exc}")
+            continue
+        ids.append(int(path.stem))
+        if len(rows) == batch_size:
+            yield ids, torch.stack(rows)
+            ids, rows = [], []
+    if rows:
+        yield ids, torch.stack(rows)
 
 
 def iterate_batches(dataset: Sequence[torch.Tensor], batch_size: int) -> Iterator[tuple[range, torch.Tensor]]:
@@ -288,7 +326,7 @@ def measure(A: GaussianBlur, x: torch.Tensor, noise_std: float, seed: int = 0,
     if indices is None:
         return add_noise(y, noise_std, seed=seed)
     if len(indices) != x.shape[0]:
-        raise ValueError(f"{len(indices)} indices for a batch of {x.shape[0]}")
+        raise UserError(f"{len(indices)} indices for a batch of {x.shape[0]}")
     out = torch.empty_like(y)
     for row, idx in enumerate(indices):
         out[row: row + 1] = add_noise(y[row: row + 1], noise_std, seed=seed * 1_000_003 + int(idx))
@@ -299,7 +337,7 @@ def measure(A: GaussianBlur, x: torch.Tensor, noise_std: float, seed: int = 0,
 
 def prepare_celeba(root: str | os.PathLike[str] | None, out: str | os.PathLike[str], size: int = 128,
                    subset: str = "paper", splits: Sequence[str] = ("train", "test"),
-                   limit: int | None = None, progress=None) -> dict:
+                   limit: int | None = None, progress=None, overwrite: bool = False) -> dict:
     """Decode and resize CelebA once into one file: ``uint8`` images ``(N, 3, size, size)``.
 
     The file (``torch.save``) holds ``images``, ``ids`` (CelebA image numbers),
@@ -309,7 +347,6 @@ def prepare_celeba(root: str | os.PathLike[str] | None, out: str | os.PathLike[s
     images of each split. ``progress(done, total)`` is called as images are read.
     Returns a summary (counts per split, skipped files, bytes).
     """
-    from jfb_core.train import save_atomic
 
     datasets = {s: CelebAFolder(root, s, size=size, subset=subset, limit=limit) for s in splits}
     total = sum(len(ds) for ds in datasets.values())
@@ -320,7 +357,7 @@ def prepare_celeba(root: str | os.PathLike[str] | None, out: str | os.PathLike[s
             done += 1
             try:
                 img = load_image(path, size)
-            except ValueError as exc:
+            except BadImage as exc:
                 skipped.append(f"{path.name}: {exc}")
                 continue
             rows.append(len(images))
@@ -329,15 +366,63 @@ def prepare_celeba(root: str | os.PathLike[str] | None, out: str | os.PathLike[s
             if progress:
                 progress(done, total)
         if not rows:
-            raise ValueError(f"no readable image in the {subset} {name} split of {ds.directory}")
+            raise UserError(f"no readable image in the {subset} {name} split of {ds.directory}")
         index[name] = torch.tensor(rows, dtype=torch.long)
+        skipped += [f"{q}: another file with the same image number was used" for q in ds.duplicates]
     cache = {"images": torch.stack(images), "ids": torch.tensor(ids, dtype=torch.long), "splits": index,
              "size": int(size), "subset": subset, "skipped": skipped, "source": str(find_celeba_images(root))}
+    cache["hash"] = cache_hash(cache)
     path = save_atomic(cache, out)
     return {"path": str(path), "counts": {k: len(v) for k, v in index.items()}, "skipped": skipped,
-            "bytes": path.stat().st_size}
+            "bytes": path.stat().st_size, "hash": cache["hash"]}
 
 
-__all__ = ["BUNDLED_PHOTOS", "CELEBA_ENV", "CELEBA_OFFICIAL", "CELEBA_PAPER", "CelebAFolder",
+def cache_hash(cache: dict) -> str:
+    """SHA-256 of a cache's content (images, image numbers, splits, size): the same data at
+    another path has the same hash; other data has another."""
+    h = hashlib.sha256()
+    h.update(f"size={int(cache['size'])};".encode())
+    h.update(cache["images"].contiguous().numpy().tobytes())
+    h.update(cache["ids"].to(torch.long).contiguous().numpy().tobytes())
+    for name in sorted(cache["splits"]):
+        h.update(name.encode())
+        h.update(torch.as_tensor(cache["splits"][name], dtype=torch.long).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_cache(path: str | os.PathLike[str]) -> dict:
+    """A cache written by :func:`prepare_celeba`, checked; ``hash`` is computed for an older
+    cache that lacks it. A missing, truncated or foreign file raises :class:`BadDataCache`."""
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no data cache at {path}; make one with `python -m jfb_core prepare --data ...`")
+    try:
+        cache = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise BadDataCache(f"{path} is not a readable data cache ({str(exc).splitlines()[0][:120]}); "
+                           f"make it again with `python -m jfb_core prepare`") from None
+    if not isinstance(cache, dict):
+        raise BadDataCache(f"{path} is not a jfb_core data cache (it holds a {type(cache).__name__})")
+    for key in ("images", "ids", "splits", "size"):
+        if key not in cache:
+            raise BadDataCache(f"{path} is not a jfb_core data cache (no {key!r}); "
+                               f"make one with `python -m jfb_core prepare`")
+    images = cache["images"]
+    if (not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4
+            or tuple(images.shape[1:]) != (3, cache["size"], cache["size"]) or len(cache["ids"]) != len(images)):
+        raise BadDataCache(f"{path} is damaged: its images are not (N, 3, {cache['size']}, {cache['size']}) uint8 "
+                           f"with one id each; make it again with `python -m jfb_core prepare`")
+    for name, idx in cache["splits"].items():
+        idx = torch.as_tensor(idx)
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(images)):
+            raise BadDataCache(f"{path} is damaged: split {name!r} points past its {len(images)} images")
+    cache.setdefault("hash", cache_hash(cache))
+    return cache
+
+
+__all__ = ["BadImage", "cache_hash", "load_cache", "readable_batches", "BUNDLED_PHOTOS", "CELEBA_ENV", "CELEBA_OFFICIAL", "CELEBA_PAPER", "CelebAFolder",
            "Photo", "SPLITS", "bundled_images", "bundled_photo", "find_celeba_images",
            "iterate_batches", "load_image", "measure", "photo_names", "prepare_celeba"]

@@ -24,6 +24,7 @@ from jfb_core.baselines import direct_inverse, tikhonov, tune_weight, tv_gradien
 from jfb_core.config import BLURS
 from jfb_core.metrics import psnr, ssim
 from jfb_core.operators import GaussianBlur, blur_from_setting
+from jfb_core.errors import UserError
 
 CLASSICAL_METHODS = ("direct", "tikhonov", "tv")
 TIKHONOV_GRID = (3e-3, 1e-2, 3e-2)
@@ -66,7 +67,7 @@ def make_reconstructor(method: str, A: GaussianBlur, settings: ClassicalSettings
             return tv_gradient_descent(A, d, w, delta=settings.tv_delta, max_iter=settings.tv_max_iter,
                                        tol=settings.tv_tol, momentum=settings.tv_momentum).x
         return rec
-    raise ValueError(f"unknown method {method!r}; choose from {CLASSICAL_METHODS}")
+    raise UserError(f"unknown method {method!r}; choose from {CLASSICAL_METHODS}")
 
 
 @dataclass

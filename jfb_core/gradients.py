@@ -35,6 +35,7 @@ from typing import Callable
 import torch
 
 from jfb_core.operators import conjugate_gradient
+from jfb_core.errors import UserError
 
 GRAD_MODES = ("jfb", "ift", "neumann", "unrolled")
 IFT_SOLVERS = ("fixed_point", "cg_normal")
@@ -97,11 +98,11 @@ def attach(T: Callable[[torch.Tensor], torch.Tensor], z_star: torch.Tensor, mode
     is filled in during the backward pass.
     """
     if mode not in ("jfb", "ift", "neumann"):
-        raise ValueError(f"attach handles 'jfb', 'ift' and 'neumann', got {mode!r}")
+        raise UserError(f"attach handles 'jfb', 'ift' and 'neumann', got {mode!r}")
     if solver not in IFT_SOLVERS:
-        raise ValueError(f"solver must be one of {IFT_SOLVERS}, got {solver!r}")
+        raise UserError(f"solver must be one of {IFT_SOLVERS}, got {solver!r}")
     if neumann_k < 0:
-        raise ValueError(f"neumann_k must be >= 0, got {neumann_k}")
+        raise UserError(f"neumann_k must be >= 0, got {neumann_k}")
     stats = stats if stats is not None else BackwardStats()
     z_star = z_star.detach()
     out = T(z_star)

@@ -16,14 +16,16 @@ import math
 import torch
 import torch.nn.functional as F
 
+from jfb_core.errors import UserError
+
 PSNR_OFFSET_MINUS_ONE_ONE_DB = 20.0 * math.log10(2.0)
 
 
 def _check_pair(x_hat: torch.Tensor, x: torch.Tensor) -> None:
     if x_hat.shape != x.shape:
-        raise ValueError(f"shapes differ: {tuple(x_hat.shape)} vs {tuple(x.shape)}")
+        raise UserError(f"shapes differ: {tuple(x_hat.shape)} vs {tuple(x.shape)}")
     if x.dim() != 4:
-        raise ValueError(f"expected (B, C, H, W) images, got shape {tuple(x.shape)}")
+        raise UserError(f"expected (B, C, H, W) images, got shape {tuple(x.shape)}")
 
 
 def _reduce(v: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -31,7 +33,7 @@ def _reduce(v: torch.Tensor, reduction: str) -> torch.Tensor:
         return v.mean()
     if reduction == "none":
         return v
-    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    raise UserError(f"reduction must be 'mean' or 'none', got {reduction!r}")
 
 
 def psnr(x_hat: torch.Tensor, x: torch.Tensor, data_range: float = 1.0,
@@ -78,13 +80,13 @@ def ssim(x_hat: torch.Tensor, x: torch.Tensor, data_range: float = 1.0, reductio
         cov_norm = 1.0
     else:
         if win_size % 2 == 0 or win_size < 3:
-            raise ValueError("win_size must be odd and >= 3")
+            raise UserError("win_size must be odd and >= 3")
         w1 = torch.full((win_size,), 1.0 / win_size, dtype=torch.float64, device=a.device)
         n = win_size**2
         cov_norm = n / (n - 1.0)
     k = w1.numel()
     if min(a.shape[-2:]) < k:
-        raise ValueError(f"images must be at least {k}x{k} for this SSIM window")
+        raise UserError(f"images must be at least {k}x{k} for this SSIM window")
     wh = w1.view(1, 1, k, 1).repeat(c, 1, 1, 1)
     ww = w1.view(1, 1, 1, k).repeat(c, 1, 1, 1)
 

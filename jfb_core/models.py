@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from jfb_core.operators import GaussianBlur, conjugate_gradient
 from jfb_core.solvers import SolverResult, anderson
+from jfb_core.errors import UserError
 
 BATCHNORM_MODES = ("none", "paper")
 ACTIVATIONS = ("relu", "maxmin")
@@ -79,9 +80,9 @@ class SpectralConv2d(nn.Module):
                  bias: bool = True) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
-            raise ValueError("kernel_size must be odd")
+            raise UserError("kernel_size must be odd")
         if not bound > 0:
-            raise ValueError(f"bound must be positive, got {bound}")
+            raise UserError(f"bound must be positive, got {bound}")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.bound = float(bound)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, kernel_size, kernel_size))
@@ -207,15 +208,15 @@ class DnCNN(_Averaged, nn.Module):
                  batchnorm: str = "none", skip: bool = False, centre: float = 0.5, activation: str = "relu") -> None:
         super().__init__()
         if depth < 2:
-            raise ValueError(f"depth must be >= 2, got {depth}")
+            raise UserError(f"depth must be >= 2, got {depth}")
         if batchnorm not in BATCHNORM_MODES:
-            raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
+            raise UserError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
         if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+            raise UserError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if activation == "maxmin" and channels % 2:
-            raise ValueError(f"the maxmin activation pairs channels: width must be even, got {channels}")
+            raise UserError(f"the maxmin activation pairs channels: width must be even, got {channels}")
         if skip and batchnorm != "none":
-            raise ValueError("skip=True needs batchnorm='none' (its Lipschitz bound is the point)")
+            raise UserError("skip=True needs batchnorm='none' (its Lipschitz bound is the point)")
         self.depth, self.channels, self.lipschitz, self.batchnorm = depth, channels, float(lipschitz), batchnorm
         self.skip, self.centre, self.activation = bool(skip), float(centre), activation
         self.arch = "dncnn"
@@ -310,11 +311,11 @@ class CPLNet(_Averaged, nn.Module):
                  skip: bool = True, centre: float = 0.5, activation: str = "relu") -> None:
         super().__init__()
         if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
+            raise UserError(f"depth must be >= 1, got {depth}")
         if channels < in_channels:
-            raise ValueError(f"width ({channels}) must be at least the image channels ({in_channels})")
+            raise UserError(f"width ({channels}) must be at least the image channels ({in_channels})")
         if activation != "relu":
-            raise ValueError("the convex potential layers need a monotone activation: use activation='relu'")
+            raise UserError("the convex potential layers need a monotone activation: use activation='relu'")
         self.arch = "cpl"
         self.depth, self.channels, self.in_channels = depth, channels, in_channels
         self.lipschitz, self.skip, self.centre, self.activation = float(lipschitz), bool(skip), float(centre), activation
@@ -358,7 +359,7 @@ def make_network(arch: str, depth: int, channels: int, in_channels: int = 3, lip
         return DnCNN(depth, channels, in_channels=in_channels, lipschitz=lipschitz, skip=skip, activation=activation)
     if arch == "cpl":
         return CPLNet(depth, channels, in_channels=in_channels, lipschitz=lipschitz, skip=skip, activation=activation)
-    raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    raise UserError(f"arch must be one of {ARCHS}, got {arch!r}")
 
 
 class _ShiftedNormalSolve(torch.autograd.Function):
@@ -408,7 +409,7 @@ def shifted_normal_solve(A: GaussianBlur, r: torch.Tensor, rho: torch.Tensor, x0
     :class:`_ShiftedNormalSolve`); ``tol`` is the relative residual of conjugate gradients."""
     rho = torch.as_tensor(rho, dtype=r.dtype, device=r.device)
     if not bool((rho.detach() > 0).all()):
-        raise ValueError(f"rho must be positive, got {rho}")
+        raise UserError(f"rho must be positive, got {rho}")
     return _ShiftedNormalSolve.apply(r, rho, None if x0 is None else x0.detach(), A, tol, max_iter)
 
 
@@ -461,20 +462,20 @@ class DEGRAD(nn.Module):
         from jfb_core.gradients import GRAD_MODES, IFT_SOLVERS, BackwardStats
 
         if grad_mode not in GRAD_MODES:
-            raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
+            raise UserError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
         if backward_solver not in IFT_SOLVERS:
-            raise ValueError(f"backward_solver must be one of {IFT_SOLVERS}, got {backward_solver!r}")
+            raise UserError(f"backward_solver must be one of {IFT_SOLVERS}, got {backward_solver!r}")
         self.grad_mode, self.neumann_k, self.unroll_k = grad_mode, neumann_k, unroll_k
         self.backward_tol, self.backward_max_iter, self.backward_solver = backward_tol, backward_max_iter, backward_solver
         self.last_backward = BackwardStats()
         if A.padding not in ("zeros", "circular"):
-            raise ValueError("DE-GRAD needs a blur with zero or circular padding (so that L <= 1)")
+            raise UserError("DE-GRAD needs a blur with zero or circular padding (so that L <= 1)")
         self.A, self.f = A, f
         self.eta_max = 1.0 / (1.0 + 1.0)
         if not 0 < eta < self.eta_max:
-            raise ValueError(f"eta must be in (0, {self.eta_max}) for Theorem 3.1, got {eta}")
+            raise UserError(f"eta must be in (0, {self.eta_max}) for Theorem 3.1, got {eta}")
         if data_step not in DATA_STEPS:
-            raise ValueError(f"data_step must be one of {DATA_STEPS}, got {data_step!r}")
+            raise UserError(f"data_step must be one of {DATA_STEPS}, got {data_step!r}")
         self.data_step, self.inner_tol, self.inner_max_iter = data_step, inner_tol, inner_max_iter
         p = eta / self.eta_max
         raw = torch.tensor(math.log(p / (1 - p)))
@@ -483,7 +484,7 @@ class DEGRAD(nn.Module):
         else:  # the proximal step uses eta = 1 / rho; kept as a buffer so state dicts match
             self.register_buffer("eta_raw", raw)
         if not 0 < rho <= 1:
-            raise ValueError(f"rho must be in (0, 1], got {rho}")
+            raise UserError(f"rho must be in (0, 1], got {rho}")
         self.rho_raw = nn.Parameter(torch.tensor(math.log(rho / (1 - rho)))) if rho < 1 else None
         self.m, self.tol, self.max_iter, self.lam = m, tol, max_iter, lam
         self.last_stats = SolveStats()
@@ -549,7 +550,7 @@ class DEGRAD(nn.Module):
         from jfb_core.gradients import BackwardStats, attach
 
         if self.grad_mode == "unrolled":
-            raise ValueError("attach_gradient is for jfb, ift and neumann; unrolled records its own steps")
+            raise UserError("attach_gradient is for jfb, ift and neumann; unrolled records its own steps")
         self.last_backward = BackwardStats()
         # the graph holds one application of T; its backward uses the chosen mode
         return attach(lambda z: self.T(z, d), z_star, mode=self.grad_mode, neumann_k=self.neumann_k,

@@ -22,15 +22,17 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from jfb_core.errors import UserError
+
 PADDINGS = ("zeros", "circular", "reflect")
 
 
 def gaussian_kernel1d(kernel_size: int, sigma: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Sampled 1-D Gaussian ``exp(-t^2 / (2 sigma^2))`` on ``t = -r..r``, normalised to sum 1."""
     if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size}")
+        raise UserError(f"kernel_size must be a positive odd integer, got {kernel_size}")
     if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma}")
+        raise UserError(f"sigma must be positive, got {sigma}")
     r = kernel_size // 2
     t = torch.arange(-r, r + 1, dtype=torch.float64)
     k = torch.exp(-(t**2) / (2.0 * sigma**2))
@@ -61,7 +63,7 @@ def _pad_adjoint_1d(y: torch.Tensor, p: int, mode: str, dim: int) -> torch.Tenso
         core.narrow(dim, 1, p).add_(left.flip(dim))
         core.narrow(dim, n - 1 - p, p).add_(right.flip(dim))
         return core
-    raise ValueError(f"unknown padding {mode!r}")
+    raise UserError(f"unknown padding {mode!r}")
 
 
 def _correlate_valid(z: torch.Tensor, taps: list[float], dim: int) -> torch.Tensor:
@@ -107,9 +109,9 @@ class GaussianBlur:
 
     def __init__(self, kernel_size: int, sigma: float, channels: int = 3, padding: str = "zeros") -> None:
         if padding not in PADDINGS:
-            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+            raise UserError(f"padding must be one of {PADDINGS}, got {padding!r}")
         if channels < 1:
-            raise ValueError(f"channels must be >= 1, got {channels}")
+            raise UserError(f"channels must be >= 1, got {channels}")
         self.kernel_size = int(kernel_size)
         self.sigma = float(sigma)
         self.channels = int(channels)
@@ -128,11 +130,11 @@ class GaussianBlur:
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.channels:
-            raise ValueError(f"expected a (B, {self.channels}, H, W) tensor, got shape {tuple(x.shape)}")
+            raise UserError(f"expected a (B, {self.channels}, H, W) tensor, got shape {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"expected a floating-point tensor, got {x.dtype}")
         if self.padding != "zeros" and min(x.shape[-2:]) <= self.radius:
-            raise ValueError(f"{self.padding} padding needs H, W > {self.radius}, got {tuple(x.shape[-2:])}")
+            raise UserError(f"{self.padding} padding needs H, W > {self.radius}, got {tuple(x.shape[-2:])}")
 
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         p = self.radius
@@ -170,9 +172,9 @@ class GaussianBlur:
         ``A^T A`` are ``|H|^2``. The kernel is symmetric, so ``H`` is real.
         """
         if self.padding != "circular":
-            raise ValueError("the transfer function diagonalises A only for circular padding")
+            raise UserError("the transfer function diagonalises A only for circular padding")
         if min(height, width) < self.kernel_size:
-            raise ValueError(f"the grid must be at least {self.kernel_size} pixels wide")
+            raise UserError(f"the grid must be at least {self.kernel_size} pixels wide")
         grid = torch.zeros(height, width, dtype=torch.float64)
         r = self.radius
         grid[: 2 * r + 1, : 2 * r + 1] = self.kernel
@@ -186,7 +188,7 @@ class GaussianBlur:
         (rows, then columns), so its spectrum follows from two small dense ones.
         """
         if self.padding != "zeros" and n <= self.radius:
-            raise ValueError(f"{self.padding} padding needs n > {self.radius}")
+            raise UserError(f"{self.padding} padding needs n > {self.radius}")
         eye = torch.eye(n, dtype=torch.float64).view(n, 1, n)  # n unit signals of length n
         mode = "constant" if self.padding == "zeros" else self.padding
         z = F.pad(eye, (self.radius, self.radius), mode=mode)
@@ -316,7 +318,7 @@ def add_noise(y: torch.Tensor, std: float, seed: int | None = None,
     ``std`` is relative to images in [0, 1] (the paper: 0.01).
     """
     if std < 0:
-        raise ValueError(f"noise std must be >= 0, got {std}")
+        raise UserError(f"noise std must be >= 0, got {std}")
     if generator is None:
         generator = torch.Generator(device=y.device)
         generator.manual_seed(0 if seed is None else int(seed))
@@ -329,7 +331,7 @@ def blur_from_setting(name: str, channels: int = 3, padding: str = "zeros") -> G
     from jfb_core.config import BLURS
 
     if name not in BLURS:
-        raise ValueError(f"unknown blur setting {name!r}; choose one of {sorted(BLURS)}")
+        raise UserError(f"unknown blur setting {name!r}; choose one of {sorted(BLURS)}")
     b = BLURS[name]
     return GaussianBlur(b.kernel_size, b.sigma, channels=channels, padding=padding)
 

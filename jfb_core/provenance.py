@@ -12,8 +12,11 @@ import os
 import platform
 import subprocess
 import sys
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from jfb_core.errors import UserError
 
 
 def _git(*args: str) -> str | None:
@@ -66,8 +69,8 @@ def environment_info(device: str | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
+        "torch": str(torch.__version__),
+        "numpy": str(numpy.__version__),
         "jfb_core": jfb_core.__version__,
         "cuda_available": torch.cuda.is_available(),
         "device": device_description(device),
@@ -75,11 +78,11 @@ def environment_info(device: str | None = None) -> dict[str, Any]:
     try:
         import torchvision
 
-        info["torchvision"] = torchvision.__version__
+        info["torchvision"] = str(torchvision.__version__)
     except ImportError:  # pragma: no cover - torchvision is a dependency
         info["torchvision"] = None
     if torch.cuda.is_available():
-        info["cuda"] = torch.version.cuda
+        info["cuda"] = str(torch.version.cuda)
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
 
@@ -96,14 +99,41 @@ def provenance(config: dict[str, Any] | None = None, device: str | None = None) 
     }
 
 
+def _temp_name(path: Path) -> Path:
+    """A temporary file beside ``path``, unique to this process and call."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _replace_atomically(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` to a fresh temporary file beside ``path``, then rename it over ``path``.
+
+    A crash or an error leaves the old file intact and no temporary file behind; two
+    processes never share a temporary name."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; give a file name to write")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_name(path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
     """Write ``payload`` as indented JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(payload, indent=2, sort_keys=False) + "\n"
+    return _replace_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def save_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temporary file, then an atomic rename: a crash leaves the old file intact."""
+    import torch
+
+    return _replace_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 def find_results_dir(start: str | os.PathLike[str] | None = None) -> Path:

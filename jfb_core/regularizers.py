@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from jfb_core.errors import UserError
+
 
 def image_gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward differences with a zero difference across the last row/column
@@ -41,7 +43,7 @@ def tv(x: torch.Tensor, delta: float = 1e-2) -> torch.Tensor:
     Rudin, Osher and Fatemi (1992).
     """
     if not delta > 0:
-        raise ValueError(f"delta must be positive, got {delta}")
+        raise UserError(f"delta must be positive, got {delta}")
     dx, dy = image_gradient(x)
     return (torch.sqrt(dx**2 + dy**2 + delta**2) - delta).flatten(1).sum(1)
 
@@ -52,7 +54,7 @@ def tv_grad(x: torch.Tensor, delta: float = 1e-2) -> torch.Tensor:
     It is Lipschitz with constant at most ``8 / delta`` (see :data:`GRADIENT_NORM_SQ`).
     """
     if not delta > 0:
-        raise ValueError(f"delta must be positive, got {delta}")
+        raise UserError(f"delta must be positive, got {delta}")
     dx, dy = image_gradient(x)
     w = torch.rsqrt(dx**2 + dy**2 + delta**2)
     return -divergence(dx * w, dy * w)

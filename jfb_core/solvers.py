@@ -23,6 +23,8 @@ from typing import Callable
 
 import torch
 
+from jfb_core.errors import UserError
+
 Map = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -75,11 +77,11 @@ def _check(z0: torch.Tensor, tol: float, max_iter: int, kwargs: dict) -> None:
     if kwargs:
         raise TypeError(f"unexpected keyword argument(s) {sorted(kwargs)}")
     if z0.dim() < 1 or z0.shape[0] < 1:
-        raise ValueError("z0 needs a leading batch dimension")
+        raise UserError("z0 needs a leading batch dimension")
     if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol}")
+        raise UserError(f"tol must be positive, got {tol}")
     if max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+        raise UserError(f"max_iter must be >= 1, got {max_iter}")
 
 
 def _eval(f: Map, z_flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -160,9 +162,9 @@ def anderson(f: Map, z0: torch.Tensor, m: int = 5, lam: float = 1e-4, beta: floa
     """
     _check(z0, tol, max_iter, kwargs)
     if m < 1:
-        raise ValueError(f"m must be >= 1, got {m}")
+        raise UserError(f"m must be >= 1, got {m}")
     if lam < 0 or not 0 < beta <= 1:
-        raise ValueError(f"need lam >= 0 and 0 < beta <= 1, got lam={lam}, beta={beta}")
+        raise UserError(f"need lam >= 0 and 0 < beta <= 1, got lam={lam}, beta={beta}")
     shape = z0.shape
     b = shape[0]
     x = z0.reshape(b, -1).clone()
@@ -216,7 +218,7 @@ def solve(f: Map, z0: torch.Tensor, method: str = "anderson", **kwargs) -> Solve
         return anderson(f, z0, **kwargs)
     if method in ("fixed_point", "picard"):
         return fixed_point(f, z0, **kwargs)
-    raise ValueError(f"unknown solver {method!r}; choose 'anderson' or 'fixed_point'")
+    raise UserError(f"unknown solver {method!r}; choose 'anderson' or 'fixed_point'")
 
 
 __all__ = ["SolverResult", "anderson", "fixed_point", "relative_residual", "solve"]

@@ -32,6 +32,7 @@ The library never prints: progress goes to a callback.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -41,13 +42,24 @@ from typing import Any, Callable
 import torch
 
 from jfb_core.config import Preset
-from jfb_core.gradients import GRAD_MODES
+from jfb_core.data import bundled_images, load_cache, measure
+from jfb_core.errors import BadCheckpoint, RunLocked, UserError
+from jfb_core.gradients import GRAD_MODES, IFT_SOLVERS
+from jfb_core.metrics import psnr
+from jfb_core.models import DEGRAD, make_network
+from jfb_core.operators import blur_from_setting
+from jfb_core.provenance import environment_info, provenance, write_json
+from jfb_core.provenance import save_atomic as _save_atomic
 
-# configuration keys that must match for a checkpoint to be resumed or evaluated
+# configuration keys that must match for a checkpoint to be evaluated on a data setting
 DATA_KEYS = ("image_size", "channels", "blur", "padding", "noise_std")  # must match to evaluate a checkpoint
 MODEL_KEYS = DATA_KEYS + ("depth", "width", "lipschitz", "rho", "data_step", "skip", "activation", "arch")
-RESUME_KEYS = MODEL_KEYS + ("dataset", "grad_mode", "neumann_k", "unroll_k", "n_train", "batch_size", "lr", "seed",
-                            "data_cache")
+# what a resumed run may change: how long it runs, how often it reports, where its data file lies
+# (the data is recognised by its content hash), the device; every other key shapes the result
+RESUME_MAY_CHANGE = ("epochs", "max_steps", "eval_every", "checkpoint_every", "data_cache", "device",
+                     "bench_sizes", "bench_batch", "bench_repeats", "description", "name")
+# the keys of a run's configuration that are neither Preset nor TrainOptions fields
+RUN_EXTRA_KEYS = ("data_hash",)
 
 
 @dataclass
@@ -67,46 +79,52 @@ class TrainOptions:
     max_steps: int | None = None  # stop after this many optimiser steps in total (for tests and demos)
     eval_every: int = 0  # also score the eval images every this many steps (0: only after each epoch)
     checkpoint_every: int = 0  # also checkpoint every this many steps, mid-epoch (0: only after each epoch)
+    init_from: str | None = None  # warm start: a checkpoint whose weights (any image size) start the run
 
     def __post_init__(self) -> None:
         if self.grad_mode not in GRAD_MODES:
-            raise ValueError(f"grad_mode must be one of {GRAD_MODES}, got {self.grad_mode!r}")
+            raise UserError(f"grad_mode must be one of {GRAD_MODES}, got {self.grad_mode!r}")
+        if self.backward_solver not in IFT_SOLVERS:
+            raise UserError(f"backward_solver must be one of {IFT_SOLVERS}, got {self.backward_solver!r}")
         if self.n_eval < 1:
-            raise ValueError(f"n_eval must be >= 1, got {self.n_eval}")
-        for name in ("eval_every", "checkpoint_every"):
+            raise UserError(f"n_eval must be >= 1, got {self.n_eval}")
+        for name in ("eval_every", "checkpoint_every", "neumann_k"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
+                raise UserError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
+        for name in ("unroll_k", "backward_max_iter"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.backward_tol > 0:
+            raise UserError(f"backward_tol must be positive (a relative residual), got {self.backward_tol}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UserError(f"max_steps must be >= 1 (or not given), got {self.max_steps}")
+        if not self.pretrain_noise >= 0:
+            raise UserError(f"pretrain_noise must be >= 0, got {self.pretrain_noise}")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; nothing after the last checkpoint was saved."""
+    """Training went wrong (a non-finite or exploding loss, a collapsed step size, a solve that
+    stopped converging); nothing after the last checkpoint was saved."""
 
 
-class ConfigMismatch(ValueError):
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message names the last checkpoint on disk."""
+
+
+class ConfigMismatch(UserError):
     """A checkpoint was made with another configuration."""
 
 
 # --------------------------------------------------------------------------- data
 
-def load_cache(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A cache written by :func:`jfb_core.data.prepare_celeba`, checked."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no data cache at {path}; make one with `python -m jfb_core prepare --data ...`")
-    cache = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("images", "ids", "splits", "size"):
-        if key not in cache:
-            raise ValueError(f"{path} is not a jfb_core data cache (no {key!r})")
-    return cache
-
-
 def split_images(preset: Preset, options: TrainOptions, split: str, n: int | None,
                  cache: dict[str, Any] | None = None) -> tuple[torch.Tensor, list[int]]:
     """``(images, ids)`` of a split: float32 in [0, 1], ``(N, 3, S, S)``; ids seed the noise.
 
-    ``cache``: the already loaded ``options.data_cache`` (read from disk when not given)."""
-    from jfb_core.data import bundled_images
-
+    ``cache``: the already loaded ``options.data_cache`` (read from disk when not given).
+    ``n=None`` takes the whole split; ``n`` must otherwise be at least 1."""
+    if n is not None and n < 1:
+        raise UserError(f"asked for {n} images of the {split} split; give at least 1")
     if options.data_cache:
         cache = cache if cache is not None else load_cache(options.data_cache)
         if cache["size"] != preset.image_size:
@@ -114,25 +132,22 @@ def split_images(preset: Preset, options: TrainOptions, split: str, n: int | Non
                                  f"the configuration asks for {preset.image_size}; run prepare with --size "
                                  f"{preset.image_size} or pass --size {cache['size']}")
         if split not in cache["splits"]:
-            raise ValueError(f"split {split!r} is not in {options.data_cache} (has {sorted(cache['splits'])})")
-        idx = cache["splits"][split][: n if n else None]
+            raise UserError(f"split {split!r} is not in {options.data_cache} (has {sorted(cache['splits'])})")
+        idx = cache["splits"][split][:n]
         if len(idx) == 0:
-            raise ValueError(f"split {split!r} of {options.data_cache} is empty")
+            raise UserError(f"split {split!r} of {options.data_cache} is empty")
         images = cache["images"][idx].float() / 255.0
         return images, [int(cache["ids"][i]) for i in idx]
     bundled_split = {"train": "train", "test": "test", "val": "val"}[split]
-    images = bundled_images(bundled_split, preset.image_size, n=n or None, seed=preset.seed)
+    images = bundled_images(bundled_split, preset.image_size, n=n, seed=preset.seed)
     offset = {"train": 200_000, "val": 300_000, "test": 100_000}[split]
     return images, [offset + i for i in range(len(images))]
 
 
 # --------------------------------------------------------------------------- model
 
-def build_model(preset: Preset, options: TrainOptions, device: str = "cpu"):
+def build_model(preset: Preset, options: TrainOptions, device: str = "cpu") -> DEGRAD:
     """A fresh DE-GRAD for ``preset`` with the backward of ``options``."""
-    from jfb_core.models import DEGRAD, make_network
-    from jfb_core.operators import blur_from_setting
-
     A = blur_from_setting(preset.blur, padding=preset.padding)
     f = make_network(preset.arch, preset.depth, preset.width, in_channels=preset.channels,
                      lipschitz=preset.lipschitz, skip=preset.skip, activation=preset.activation)
@@ -147,39 +162,205 @@ def run_config(preset: Preset, options: TrainOptions) -> dict[str, Any]:
     return {**preset.to_dict(), **dataclasses.asdict(options)}
 
 
-def check_compatible(saved: dict[str, Any], current: dict[str, Any], keys=RESUME_KEYS, what: str = "resume") -> None:
-    # a key missing from an older checkpoint's configuration had the field's default then
-    defaults = {f.name: f.default for f in dataclasses.fields(Preset) if f.default is not dataclasses.MISSING}
-    pairs = {k: (saved.get(k, defaults.get(k)), current.get(k)) for k in keys}
-    diff = {k: (a, b) for k, (a, b) in pairs.items() if a != b}
+def _defaults() -> dict[str, Any]:
+    """Each field's default, for a key missing from an older checkpoint's configuration."""
+    out = {}
+    for cls in (Preset, TrainOptions):
+        out.update({f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING})
+    return out
+
+
+def config_changes(saved: dict[str, Any], current: dict[str, Any], keys=None) -> dict[str, tuple[Any, Any]]:
+    """``{key: (saved, current)}`` for the keys (default: all of either) whose values differ."""
+    defaults = _defaults()
+    keys = sorted(set(saved) | set(current)) if keys is None else keys
+    pairs = {k: (saved.get(k, defaults.get(k)), current.get(k, defaults.get(k))) for k in keys}
+    return {k: (a, b) for k, (a, b) in pairs.items() if a != b}
+
+
+def check_compatible(saved: dict[str, Any], current: dict[str, Any], keys=None, what: str = "resume") -> None:
+    """Raise :class:`ConfigMismatch` listing the keys that differ (default: every key that shapes
+    a run's result, i.e. all but :data:`RESUME_MAY_CHANGE`)."""
+    diff = config_changes(saved, current, keys)
+    if keys is None:
+        diff = {k: v for k, v in diff.items() if k not in RESUME_MAY_CHANGE}
+        if "data_hash" in diff and None in diff["data_hash"]:  # a checkpoint from before content hashes
+            diff.pop("data_hash")
+            if saved.get("data_cache") != current.get("data_cache"):
+                diff["data_cache"] = (saved.get("data_cache"), current.get("data_cache"))
     if diff:
         lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
-        raise ConfigMismatch(f"cannot {what}: the checkpoint was made with another configuration ({lines})")
+        hint = ("; the data file's content differs from the run's" if "data_hash" in diff else "")
+        raise ConfigMismatch(f"cannot {what}: the checkpoint was made with another configuration ({lines}){hint}; "
+                             f"use the same flags, or start a new run in another --out")
+
+
+# --------------------------------------------------------------------------- checkpoint files
+
+def to_plain(obj: Any) -> Any:
+    """``obj`` with every value a tensor or plain Python data (str, int, float, bool, None, list,
+    tuple, dict), as ``torch.load(weights_only=True)`` accepts; other objects (a version
+    object, a path) become their ``str``."""
+    if isinstance(obj, torch.Tensor) or obj is None or type(obj) in (bool, int, float, str):
+        return obj
+    if isinstance(obj, dict):
+        return {to_plain(k) if not isinstance(k, (str, int)) else k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_plain(v) for v in obj) if type(obj) in (list, tuple) else [to_plain(v) for v in obj]
+    if isinstance(obj, (bool, int, float, str)):  # subclasses such as torch's TorchVersion
+        return (bool if isinstance(obj, bool) else int if isinstance(obj, int)
+                else float if isinstance(obj, float) else str)(obj)
+    return str(obj)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A training checkpoint as a dict, loaded with ``weights_only=True`` (no code runs).
+
+    Raises :class:`BadCheckpoint` for a missing, empty, truncated or foreign file, or one
+    that holds objects other than tensors and plain data."""
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadCheckpoint(f"no checkpoint file at {path}")
+    if path.stat().st_size == 0:
+        raise BadCheckpoint(f"{path} is empty (0 bytes): not a checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise BadCheckpoint(f"{path} was refused: it holds objects other than tensors and plain data, which "
+                            f"could run code when loaded ({str(exc).splitlines()[-1][:160]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise BadCheckpoint(f"{path} is not a readable checkpoint (truncated or not made by torch.save: "
+                            f"{str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
+        what = type(ckpt).__name__ if not isinstance(ckpt, dict) else f"a dict with keys {sorted(ckpt)[:6]}"
+        raise BadCheckpoint(f"{path} is not a jfb_core training checkpoint (it holds {what})")
+    return ckpt
+
+
+def split_config(cfg: dict[str, Any]) -> tuple[Preset, TrainOptions]:
+    """The preset and options a run's configuration dict describes."""
+    option_names = {f.name for f in dataclasses.fields(TrainOptions)}
+    options = TrainOptions(**{k: v for k, v in cfg.items() if k in option_names})
+    preset = Preset.from_dict({k: v for k, v in cfg.items() if k not in option_names and k not in RUN_EXTRA_KEYS})
+    return preset, options
 
 
 def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu"):
     """``(model, checkpoint dict)`` from a training checkpoint, ready for evaluation."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if "config" not in ckpt or "model" not in ckpt:
-        raise ValueError(f"{path} is not a jfb_core training checkpoint")
-    cfg = dict(ckpt["config"])
-    option_names = {f.name for f in dataclasses.fields(TrainOptions)}
-    options = TrainOptions(**{k: v for k, v in cfg.items() if k in option_names})
-    preset = Preset.from_dict({k: v for k, v in cfg.items() if k not in option_names})
+    ckpt = read_checkpoint(path)
+    try:
+        preset, options = split_config(dict(ckpt["config"]))
+    except TypeError as exc:
+        raise BadCheckpoint(f"{path} has a configuration this version does not know ({exc})") from None
     model = build_model(preset, options, device)
-    model.load_state_dict(ckpt["model"])
+    _load_weights(model, ckpt["model"], path)
     model.eval()
     return model, ckpt
 
 
+def _load_weights(module: torch.nn.Module, state: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        first = str(exc).splitlines()[0][:200]
+        raise BadCheckpoint(f"the weights in {path} do not match its configuration ({first})") from None
+
+
+class RunLock:
+    """An exclusive lock on a run folder for the life of one training process.
+
+    ``flock`` on ``OUT/.lock``: the kernel drops it when the process ends, however it
+    ends, so a lock left by a dead process never blocks; a live holder is named."""
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        self.fd: int | None = None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+
+        if self.folder.exists() and not self.folder.is_dir():
+            raise UserError(f"--out {self.folder} is a file; give a folder for the run")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLocked(f"{self.folder} is in use by another training process (pid {holder}); wait for it "
+                            f"to finish, or give this run another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+@dataclass
+class DivergenceGuard:
+    """Decides, step by step, whether training has gone wrong beyond a NaN.
+
+    It stops a run whose loss (mean of the last ``window`` steps) rises above ``factor``
+    times its first step's loss, whose step size ``eta`` or regulariser weight ``rho``
+    falls below ``collapse`` times its starting value, or whose fixed-point solves stop
+    converging: fewer than half the images of a batch converged for ``patience`` steps in
+    a row, in a run whose first ``patience`` steps converged (on average) for 90%."""
+
+    factor: float = 100.0
+    window: int = 10
+    collapse: float = 1e-3
+    patience: int = 20
+    start: dict[str, float] = field(default_factory=dict)  # first loss, eta, rho, early converged fraction
+    recent: list[float] = field(default_factory=list)
+    early: list[float] = field(default_factory=list)
+    unconverged_run: int = 0
+
+    def check(self, loss: float, eta: float, rho: float, converged: float | None) -> str | None:
+        """A message saying what went wrong, or None."""
+        if not math.isfinite(loss):
+            return f"the loss became {loss}"
+        self.start.setdefault("loss", loss)
+        self.start.setdefault("eta", eta)
+        self.start.setdefault("rho", rho)
+        self.recent = (self.recent + [loss])[-self.window:]
+        mean = sum(self.recent) / len(self.recent)
+        if mean > self.factor * self.start["loss"]:
+            return (f"the loss rose to {mean:.3g} (mean of the last {len(self.recent)} steps), more than "
+                    f"{self.factor:g} times its first value {self.start['loss']:.3g}")
+        for name, value in (("eta", eta), ("rho", rho)):
+            if value < self.collapse * self.start[name]:
+                return f"the {'step size eta' if name == 'eta' else 'regulariser weight rho'} collapsed from " \
+                       f"{self.start[name]:.3g} to {value:.3g}"
+        if converged is not None:
+            if len(self.early) < self.patience:
+                self.early.append(converged)
+            self.unconverged_run = self.unconverged_run + 1 if converged < 0.5 else 0
+            early_ok = len(self.early) == self.patience and sum(self.early) / self.patience >= 0.9
+            if early_ok and self.unconverged_run >= self.patience:
+                return (f"the fixed-point solve stopped converging: fewer than half of each batch converged "
+                        f"for {self.unconverged_run} steps in a row")
+        return None
+
+    def state(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def save_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temporary file, then an atomic rename: a crash leaves the old file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
+    """:func:`jfb_core.provenance.save_atomic` of ``to_plain(obj)``: a checkpoint that loads with
+    ``weights_only=True``."""
+    return _save_atomic(to_plain(obj), path)
 
 
 # --------------------------------------------------------------------------- loop
@@ -202,9 +383,6 @@ def evaluate_model(model, A, x: torch.Tensor, ids: list[int], noise_std: float, 
                    device: str) -> dict[str, float]:
     """Mean loss, PSNR (data range 1, output not clipped, as for the classical methods) and
     solver statistics of ``model`` on ``x``."""
-    from jfb_core.data import measure
-    from jfb_core.metrics import psnr
-
     model.eval()
     losses, psnrs, iters, conv = [], [], [], []
     for s in range(0, len(x), batch):
@@ -249,21 +427,119 @@ def pretrain_denoiser(f, x: torch.Tensor, epochs: int, batch: int, lr: float, no
     return history
 
 
-def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str], device: str = "cpu",
-          resume: bool = False, progress: Callable[[dict], None] | None = None) -> TrainResult:
-    """Train DE-GRAD; write ``checkpoint.pt`` and ``log.json`` to ``out_dir`` after every epoch.
+@dataclass
+class RunState:
+    """Everything a run needs to continue, and the one place that writes and reads its checkpoint.
 
-    ``progress`` receives dicts (phase, epoch, step, loss, solver iterations ...) for
-    a progress bar. Raises :class:`TrainingDiverged` on a non-finite loss and
-    :class:`ConfigMismatch` when resuming from another configuration.
-    """
-    from jfb_core.data import measure
-    from jfb_core.provenance import environment_info, provenance, write_json
+    ``partial`` holds the running sums of an epoch interrupted after a mid-epoch checkpoint
+    (``batch``: batches done); ``resumes`` records, per resumption, the settings that were
+    allowed to change (:data:`RESUME_MAY_CHANGE`) and did."""
 
-    rank, world = _dist_info()
-    out_dir = Path(out_dir)
-    ckpt_path, log_path = out_dir / "checkpoint.pt", out_dir / "log.json"
-    config = run_config(preset, options)
+    model: DEGRAD
+    opt: torch.optim.Optimizer
+    config: dict[str, Any]
+    epoch: int = 0
+    steps: int = 0
+    train_seconds: float = 0.0
+    log: list[dict[str, Any]] = field(default_factory=list)
+    curve: list[dict[str, Any]] = field(default_factory=list)  # (steps, seconds, test PSNR) every eval_every
+    pretrain_history: list[float] = field(default_factory=list)
+    denoiser: dict[str, torch.Tensor] | None = None
+    partial: dict[str, Any] | None = None
+    guard: DivergenceGuard = field(default_factory=DivergenceGuard)
+    resumes: list[dict[str, Any]] = field(default_factory=list)
+    warm_start: dict[str, Any] | None = None
+    saved_at: str = "nothing yet"  # what the checkpoint on disk holds, for messages
+
+    def checkpoint(self, device: str) -> dict[str, Any]:
+        ckpt = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "epoch": self.epoch,
+                "steps": self.steps, "train_seconds": self.train_seconds, "log": self.log, "config": self.config,
+                "pretrain_history": self.pretrain_history, "denoiser": self.denoiser, "curve": self.curve,
+                "environment": environment_info(device), "guard": self.guard.state(), "resumes": self.resumes,
+                "warm_start": self.warm_start}
+        if self.partial is not None:
+            ckpt["partial"] = self.partial
+        return ckpt
+
+    def log_record(self, device: str) -> dict[str, Any]:
+        record = {"config": self.config, "pretrain_history": self.pretrain_history, "log": self.log,
+                  "curve": self.curve, "resumes": self.resumes, "warm_start": self.warm_start}
+        if self.partial is not None:
+            record["partial_epoch"] = {"epoch": self.epoch + 1, "batch": self.partial["batch"], "steps": self.steps}
+        return {**record, "provenance": provenance(config=self.config, device=device)}
+
+    def save(self, out_dir: Path, device: str) -> None:
+        """The checkpoint, then the log that follows it; both atomic."""
+        save_atomic(self.checkpoint(device), out_dir / "checkpoint.pt")
+        write_json(out_dir / "log.json", self.log_record(device))
+        where = (f"epoch {self.epoch + 1}, batch {self.partial['batch']}" if self.partial is not None
+                 else f"end of epoch {self.epoch}")
+        self.saved_at = f"{where}, step {self.steps}"
+
+    def restore(self, ckpt: dict[str, Any], path: Path) -> None:
+        """Continue from a checkpoint of the same configuration (checked by the caller)."""
+        _load_weights(self.model, ckpt["model"], path)
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.epoch, self.steps, self.train_seconds = ckpt["epoch"], ckpt["steps"], ckpt["train_seconds"]
+        self.log, self.curve = ckpt["log"], ckpt.get("curve", [])
+        self.pretrain_history, self.denoiser = ckpt.get("pretrain_history", []), ckpt.get("denoiser")
+        self.partial, self.resumes = ckpt.get("partial"), ckpt.get("resumes", [])
+        self.warm_start = ckpt.get("warm_start")
+        if ckpt.get("guard"):
+            self.guard = DivergenceGuard(**ckpt["guard"])
+        self.saved_at = f"epoch {self.epoch}, step {self.steps}"
+
+
+def _warm_start(model: DEGRAD, path: str, preset: Preset, options: TrainOptions, x_train: torch.Tensor,
+                device: str, progress) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None, list[float]]:
+    """Start ``model`` from another run's weights (a fully convolutional network loads at any
+    image size); pretrain its denoiser from that run's denoiser when ``pretrain_epochs > 0``.
+    Returns (what was loaded, the denoiser state, the pretraining history)."""
+    src = read_checkpoint(path)
+    info = {"checkpoint": str(path), "epoch": src.get("epoch"), "steps": src.get("steps"),
+            "train_seconds": src.get("train_seconds"),
+            **{k: src["config"].get(k) for k in ("image_size", "blur", "grad_mode", "arch", "depth", "width")}}
+    history: list[float] = []
+    denoiser = src.get("denoiser")
+    if preset.pretrain_epochs > 0:
+        if denoiser is not None:
+            _load_weights(model.f, denoiser, path)
+        history = pretrain_denoiser(model.f, x_train, preset.pretrain_epochs, preset.batch_size, preset.lr,
+                                    options.pretrain_noise, preset.seed, device, progress)
+        denoiser = {k: v.detach().cpu().clone() for k, v in model.f.state_dict().items()}
+    _load_weights(model, src["model"], path)
+    return info, denoiser, history
+
+
+def _start_or_resume(state: RunState, preset: Preset, options: TrainOptions, out_dir: Path, resume: bool,
+                     x_train: torch.Tensor, device: str, progress) -> None:
+    ckpt_path = out_dir / "checkpoint.pt"
+    if ckpt_path.exists() and not resume:
+        raise UserError(f"{out_dir} already holds a run (checkpoint.pt): pass --resume to continue it, "
+                        f"or give a new run another --out")
+    if resume and ckpt_path.exists():
+        ckpt = read_checkpoint(ckpt_path)
+        check_compatible(ckpt["config"], state.config)
+        state.restore(ckpt, ckpt_path)
+        changed = {k: list(v) for k, v in config_changes(ckpt["config"], state.config, RESUME_MAY_CHANGE).items()}
+        if changed:
+            state.resumes.append({"epoch": state.epoch, "steps": state.steps, "changed": changed})
+        if progress:
+            progress({"phase": "resume", "epoch": state.epoch, "steps": state.steps,
+                      "batch": state.partial["batch"] if state.partial else 0})
+        return
+    t0 = time.perf_counter()
+    if options.init_from:
+        state.warm_start, state.denoiser, state.pretrain_history = _warm_start(
+            state.model, options.init_from, preset, options, x_train, device, progress)
+    elif preset.pretrain_epochs > 0:
+        state.pretrain_history = pretrain_denoiser(state.model.f, x_train, preset.pretrain_epochs, preset.batch_size,
+                                                   preset.lr, options.pretrain_noise, preset.seed, device, progress)
+        state.denoiser = {k: v.detach().cpu().clone() for k, v in state.model.f.state_dict().items()}
+    state.train_seconds += time.perf_counter() - t0
+
+
+def _setup_device(device: str, world: int, rank: int) -> str:
     if world > 1 and not torch.distributed.is_initialized():
         torch.distributed.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     if device.startswith("cuda"):
@@ -271,149 +547,165 @@ def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str]
         if world > 1:
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
             torch.cuda.set_device(device)
+    return device
+
+
+def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str], device: str = "cpu",
+          resume: bool = False, progress: Callable[[dict], None] | None = None) -> TrainResult:
+    """Train DE-GRAD; write ``checkpoint.pt`` and ``log.json`` to ``out_dir`` after every epoch.
+
+    ``progress`` receives dicts (phase, epoch, step, loss, solver iterations ...) for
+    a progress bar. Raises :class:`TrainingDiverged` when training goes wrong (see
+    :class:`DivergenceGuard`), :class:`ConfigMismatch` when resuming with settings that
+    shape the result changed, :class:`RunLocked` when another process trains in
+    ``out_dir``, and :class:`TrainingInterrupted` on Ctrl-C (naming the last checkpoint).
+    """
+    if preset.epochs < 1:
+        raise UserError(f"epochs must be >= 1 to train, got {preset.epochs}")
+    if preset.n_train < 1:
+        raise UserError(f"n_train must be >= 1 (the number of training images), got {preset.n_train}")
+    rank, world = _dist_info()
+    out_dir = Path(out_dir)
+    if rank != 0:
+        return _train(preset, options, out_dir, device, resume, progress)
+    with RunLock(out_dir):
+        return _train(preset, options, out_dir, device, resume, progress)
+
+
+def _train(preset: Preset, options: TrainOptions, out_dir: Path, device: str, resume: bool,
+           progress: Callable[[dict], None] | None) -> TrainResult:
+    rank, world = _dist_info()
+    device = _setup_device(device, world, rank)
     torch.manual_seed(preset.seed)
     model = build_model(preset, options, device)
-    opt = torch.optim.Adam(model.parameters(), lr=preset.lr)
     cache = load_cache(options.data_cache) if options.data_cache else None  # read once for both splits
     x_train, id_train = split_images(preset, options, "train", preset.n_train, cache)
     # with a data cache, the cache's test split is the limit; the preset's n_test sizes the bundled split only
     n_eval = options.n_eval if options.data_cache else min(options.n_eval, preset.n_test or options.n_eval)
     x_eval, id_eval = split_images(preset, options, "test", n_eval, cache)
+    config = {**run_config(preset, options), "data_hash": cache["hash"] if cache is not None else None}
     del cache
-    A = model.A
-    log: list[dict[str, Any]] = []
-    curve: list[dict[str, Any]] = []  # (steps, training seconds, test PSNR) every eval_every steps
-    start_epoch, steps, train_seconds = 0, 0, 0.0
-    partial = None  # the running sums of an epoch interrupted after a mid-epoch checkpoint
-    saved_at = "nothing yet"  # what the checkpoint on disk holds, for the divergence message
-    pretrain_history: list[float] = []
-    denoiser_state = None
-    if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        check_compatible(ckpt["config"], config)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        log, start_epoch, steps = ckpt["log"], ckpt["epoch"], ckpt["steps"]
-        curve = ckpt.get("curve", [])
-        train_seconds = ckpt["train_seconds"]
-        pretrain_history, denoiser_state = ckpt.get("pretrain_history", []), ckpt.get("denoiser")
-        partial = ckpt.get("partial")
-        saved_at = f"epoch {start_epoch}, step {steps}"
-        if progress:
-            progress({"phase": "resume", "epoch": start_epoch, "steps": steps,
-                      "batch": partial["batch"] if partial else 0})
-    elif preset.pretrain_epochs > 0:
-        t0 = time.perf_counter()
-        pretrain_history = pretrain_denoiser(model.f, x_train, preset.pretrain_epochs, preset.batch_size, preset.lr,
-                                             options.pretrain_noise, preset.seed, device, progress)
-        train_seconds += time.perf_counter() - t0
-        denoiser_state = {k: v.detach().cpu().clone() for k, v in model.f.state_dict().items()}
-    net = model
+    state = RunState(model, torch.optim.Adam(model.parameters(), lr=preset.lr), config)
+    try:
+        _start_or_resume(state, preset, options, out_dir, resume, x_train, device, progress)
+        net = model
+        if world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(model, device_ids=None if device == "cpu" else [device])
+        stop = "finished"
+        if state.epoch >= preset.epochs or (options.max_steps is not None and state.steps >= options.max_steps):
+            stop = "already complete"
+        while stop == "finished" and state.epoch < preset.epochs:
+            data = (x_train, id_train, x_eval, id_eval)
+            if _train_epoch(state, net, preset, options, data, out_dir, device, progress, rank, world):
+                stop = "max_steps"
+    except KeyboardInterrupt:
+        where = (f"the last checkpoint is {out_dir / 'checkpoint.pt'} ({state.saved_at}); continue with --resume"
+                 if state.saved_at != "nothing yet" else "nothing was saved yet")
+        raise TrainingInterrupted(f"interrupted; {where}") from None
+    return TrainResult(log=state.log, checkpoint=str(out_dir / "checkpoint.pt") if rank == 0 else None, stopped=stop)
+
+
+def _diverged(state: RunState, what: str, out_dir: Path, where: str) -> TrainingDiverged:
+    return TrainingDiverged(
+        f"{what} at {where}; the checkpoint {out_dir / 'checkpoint.pt'} holds the last good state "
+        f"({state.saved_at}). Lower --lr (now {state.config['lr']:g}) and start a new run, or resume "
+        f"from that checkpoint with a smaller --lr in a new --out")
+
+
+def _train_epoch(state: RunState, net, preset: Preset, options: TrainOptions, data, out_dir: Path, device: str,
+                 progress, rank: int, world: int) -> bool:
+    """One epoch (or its rest, after a mid-epoch checkpoint); True when ``max_steps`` was reached."""
+    model, epoch = state.model, state.epoch
+    x_train, id_train, x_eval, id_eval = data
+    g = torch.Generator().manual_seed(preset.seed * 7919 + epoch)
+    order = torch.randperm(len(x_train), generator=g)
+    batches = [order[s:s + preset.batch_size] for s in range(0, len(order), preset.batch_size)][rank::world]
+    model.train()
+    t_epoch = time.perf_counter()
+    sums = {"batch": 0, "total": 0.0, "count": 0, "iters": [], "biters": [], "bres": []}
+    if state.partial is not None:  # continue the interrupted epoch after its last checkpointed batch
+        sums, state.partial = dict(state.partial), None
+    hit_max = False
+    for b in range(sums["batch"], len(batches)):
+        idx = batches[b]
+        xb = x_train[idx].to(device)
+        d = measure(model.A, xb, preset.noise_std, seed=preset.seed, indices=[id_train[i] for i in idx])
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=options.amp and device.startswith("cuda")):
+            out = net(d)
+        loss = ((out.float() - xb) ** 2).mean()
+        conv = model.last_stats.converged_fraction if options.grad_mode != "unrolled" else None
+        why = state.guard.check(loss.item(), float(model.eta.detach()), float(model.rho.detach()), conv)
+        if why:
+            raise _diverged(state, why, out_dir, f"epoch {epoch + 1}, batch {b + 1}")
+        state.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        state.opt.step()
+        state.steps += 1
+        sums["total"] += loss.item() * len(xb)
+        sums["count"] += len(xb)
+        sums["batch"] = b + 1
+        if options.grad_mode != "unrolled":
+            sums["iters"].append(sum(model.last_stats.iterations) / len(model.last_stats.iterations))
+            sums["biters"].append(model.last_backward.iterations)
+            if model.last_backward.residual:
+                sums["bres"].append(max(model.last_backward.residual))
+        if progress and rank == 0:
+            progress({"phase": "train", "epoch": epoch + 1, "epochs": preset.epochs, "batch": b + 1,
+                      "batches": len(batches), "loss": loss.item(), "eta": float(model.eta.detach()),
+                      "iterations": sums["iters"][-1] if sums["iters"] else None,
+                      "backward_iterations": sums["biters"][-1] if sums["biters"] else None})
+        if options.eval_every and state.steps % options.eval_every == 0 and rank == 0:
+            paused = time.perf_counter()  # evaluation time is not training time
+            ev = evaluate_model(model, model.A, x_eval, id_eval, preset.noise_std, preset.seed + 1,
+                                preset.batch_size, device)
+            state.curve.append({"steps": state.steps, "train_seconds": state.train_seconds + paused - t_epoch,
+                                "test_psnr": ev["psnr"], "test_loss": ev["loss"]})
+            model.train()
+            t_epoch += time.perf_counter() - paused
+        if options.max_steps is not None and state.steps >= options.max_steps:
+            hit_max = True
+            break
+        if options.checkpoint_every and state.steps % options.checkpoint_every == 0 and b + 1 < len(batches):
+            # mid-epoch: the epoch counter stays, the batches done and the epoch's running sums
+            # are saved, so that --resume continues with the next batch of the same order
+            if rank == 0:
+                now = time.perf_counter()
+                state.train_seconds += now - t_epoch
+                state.partial = sums
+                state.save(out_dir, device)
+                state.partial = None
+                t_epoch = time.perf_counter()  # writing is not training time
+    state.train_seconds += time.perf_counter() - t_epoch
+    _end_epoch(state, preset, sums, x_eval, id_eval, out_dir, device, progress, rank, world)
+    return hit_max
+
+
+def _end_epoch(state: RunState, preset: Preset, sums: dict[str, Any], x_eval, id_eval, out_dir: Path, device: str,
+               progress, rank: int, world: int) -> None:
+    """Score the eval images, append the epoch's log row, write the checkpoint and log."""
+    model = state.model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=None if device == "cpu" else [device])
-    stop = "finished"
-    for epoch in range(start_epoch, preset.epochs):
-        if options.max_steps is not None and steps >= options.max_steps:
-            stop = "max_steps"
-            break
-        g = torch.Generator().manual_seed(preset.seed * 7919 + epoch)
-        order = torch.randperm(len(x_train), generator=g)
-        batches = [order[s:s + preset.batch_size] for s in range(0, len(order), preset.batch_size)]
-        batches = batches[rank::world]
-        model.train()
-        t_epoch, total, count, iters, biters, bres = time.perf_counter(), 0.0, 0, [], [], []
-        first = 0
-        if partial is not None:  # continue the interrupted epoch after its last checkpointed batch
-            first, total, count = partial["batch"], partial["total"], partial["count"]
-            iters, biters, bres = partial["iters"], partial["biters"], partial["bres"]
-            partial = None
-        for b, idx in enumerate(batches):
-            if b < first:
-                continue
-            xb = x_train[idx].to(device)
-            d = measure(A, xb, preset.noise_std, seed=preset.seed, indices=[id_train[i] for i in idx])
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=options.amp and device.startswith("cuda")):
-                out = net(d)
-            loss = ((out.float() - xb) ** 2).mean()
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, batch {b + 1}; the checkpoint "
-                    f"{ckpt_path} holds the last good state ({saved_at})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-            total += loss.item() * len(xb)
-            count += len(xb)
-            if options.grad_mode != "unrolled":
-                iters.append(sum(model.last_stats.iterations) / len(model.last_stats.iterations))
-                biters.append(model.last_backward.iterations)
-                if model.last_backward.residual:
-                    bres.append(max(model.last_backward.residual))
-            if progress and rank == 0:
-                progress({"phase": "train", "epoch": epoch + 1, "epochs": preset.epochs, "batch": b + 1,
-                          "batches": len(batches), "loss": loss.item(), "eta": float(model.eta.detach()),
-                          "iterations": iters[-1] if iters else None,
-                          "backward_iterations": biters[-1] if biters else None})
-            if options.eval_every and steps % options.eval_every == 0 and rank == 0:
-                paused = time.perf_counter()  # evaluation time is not training time
-                ev = evaluate_model(model, A, x_eval, id_eval, preset.noise_std, preset.seed + 1,
-                                    preset.batch_size, device)
-                curve.append({"steps": steps, "train_seconds": train_seconds + paused - t_epoch,
-                              "test_psnr": ev["psnr"], "test_loss": ev["loss"]})
-                model.train()
-                t_epoch += time.perf_counter() - paused
-            if options.max_steps is not None and steps >= options.max_steps:
-                break
-            if options.checkpoint_every and steps % options.checkpoint_every == 0 and b + 1 < len(batches):
-                # mid-epoch: the epoch counter stays, the batches done and the epoch's running sums
-                # are saved, so that --resume continues with the next batch of the same order
-                if rank == 0:
-                    now = time.perf_counter()
-                    save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                                 "steps": steps, "train_seconds": train_seconds + now - t_epoch, "log": log,
-                                 "config": config, "pretrain_history": pretrain_history,
-                                 "denoiser": denoiser_state, "curve": curve, "environment": environment_info(device),
-                                 "partial": {"batch": b + 1, "total": total, "count": count, "iters": iters,
-                                             "biters": biters, "bres": bres}}, ckpt_path)
-                    write_json(log_path, {"config": config, "pretrain_history": pretrain_history, "log": log,
-                                          "curve": curve, "partial_epoch": {"epoch": epoch + 1, "batch": b + 1,
-                                                                            "steps": steps},
-                                          "provenance": provenance(config=config, device=device)})
-                    t_epoch += time.perf_counter() - now  # writing is not training time
-                    saved_at = f"epoch {epoch + 1}, batch {b + 1} of {len(batches)}, step {steps}"
-        train_seconds += time.perf_counter() - t_epoch
-        if world > 1:
-            torch.distributed.barrier()
-        if rank == 0:
-            ev = evaluate_model(model, A, x_eval, id_eval, preset.noise_std, preset.seed + 1, preset.batch_size,
-                                device)
-            row = {"epoch": epoch + 1, "steps": steps, "train_loss": total / max(1, count),
-                   "test_loss": ev["loss"], "test_psnr": ev["psnr"], "test_iterations": ev["iterations"],
-                   "test_converged_fraction": ev["converged_fraction"],
-                   "train_iterations": sum(iters) / len(iters) if iters else None,
-                   "backward_iterations": sum(biters) / len(biters) if biters else None,
-                   "backward_residual_max": max(bres) if bres else None,
-                   "eta": float(model.eta.detach()), "rho": float(model.rho.detach()),
-                   "train_seconds": train_seconds, "n_eval_images": len(x_eval),
-                   "world_size": world}
-            log.append(row)
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                     "steps": steps, "train_seconds": train_seconds, "log": log, "config": config,
-                     "pretrain_history": pretrain_history, "denoiser": denoiser_state, "curve": curve,
-                     "environment": environment_info(device)}
-            save_atomic(state, ckpt_path)
-            saved_at = f"end of epoch {epoch + 1}, step {steps}"
-            write_json(log_path, {"config": config, "pretrain_history": pretrain_history, "log": log,
-                                  "curve": curve, "provenance": provenance(config=config, device=device)})
-            if progress:
-                progress({"phase": "epoch", **row})
-        if world > 1:
-            torch.distributed.barrier()
-        if options.max_steps is not None and steps >= options.max_steps:
-            stop = "max_steps"
-            break
-    return TrainResult(log=log, checkpoint=str(ckpt_path) if rank == 0 else None, stopped=stop)
+        torch.distributed.barrier()
+    state.epoch += 1
+    if rank == 0:
+        ev = evaluate_model(model, model.A, x_eval, id_eval, preset.noise_std, preset.seed + 1, preset.batch_size,
+                            device)
+        iters, biters, bres = sums["iters"], sums["biters"], sums["bres"]
+        row = {"epoch": state.epoch, "steps": state.steps, "train_loss": sums["total"] / max(1, sums["count"]),
+               "test_loss": ev["loss"], "test_psnr": ev["psnr"], "test_iterations": ev["iterations"],
+               "test_converged_fraction": ev["converged_fraction"],
+               "train_iterations": sum(iters) / len(iters) if iters else None,
+               "backward_iterations": sum(biters) / len(biters) if biters else None,
+               "backward_residual_max": max(bres) if bres else None,
+               "eta": float(model.eta.detach()), "rho": float(model.rho.detach()),
+               "train_seconds": state.train_seconds, "n_eval_images": len(x_eval),
+               "world_size": world}
+        state.log.append(row)
+        state.save(out_dir, device)
+        if progress:
+            progress({"phase": "epoch", **row})
+    if world > 1:
+        torch.distributed.barrier()
 
 
 def slim_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
@@ -421,7 +713,7 @@ def slim_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]) ->
     power-iteration vectors ``u`` of the spectral layers (image-sized, most of what is left)
     stored in float16. They only warm-start the norm estimate; a model scores with the
     stored ``sigma``, so the slim checkpoint gives the same outputs as the full one."""
-    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(src)
     ckpt.pop("optimizer", None)
     for key in ("model", "denoiser"):
         state = ckpt.get(key)
@@ -430,6 +722,7 @@ def slim_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]) ->
     return save_atomic(ckpt, dst)
 
 
-__all__ = ["ConfigMismatch", "DATA_KEYS", "MODEL_KEYS", "RESUME_KEYS", "TrainOptions", "TrainResult", "TrainingDiverged",
-           "build_model", "check_compatible", "evaluate_model", "load_cache", "load_checkpoint",
-           "pretrain_denoiser", "run_config", "save_atomic", "slim_checkpoint", "split_images", "train"]
+__all__ = ["ConfigMismatch", "DATA_KEYS", "DivergenceGuard", "MODEL_KEYS", "RESUME_MAY_CHANGE", "RunLock", "RunState",
+           "TrainOptions", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "build_model", "check_compatible",
+           "config_changes", "evaluate_model", "load_cache", "load_checkpoint", "pretrain_denoiser", "read_checkpoint",
+           "run_config", "save_atomic", "slim_checkpoint", "split_config", "split_images", "to_plain", "train"]

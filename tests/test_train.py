@@ -10,8 +10,10 @@ import torch
 from PIL import Image
 
 import jfb_core.data
+import jfb_core.train
 from jfb_core.config import get_preset
-from jfb_core.train import (ConfigMismatch, TrainingDiverged, TrainOptions, load_cache, load_checkpoint, train)
+from jfb_core.data import load_cache
+from jfb_core.train import ConfigMismatch, TrainingDiverged, TrainOptions, load_checkpoint, train
 
 TINY = dict(image_size=16, depth=3, width=4, n_train=16, n_test=8, batch_size=4, pretrain_epochs=1, lr=1e-3,
             max_iter=20)
@@ -61,7 +63,7 @@ def test_mid_epoch_checkpoint_resumes_exactly(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train(preset, TrainOptions(n_eval=4, checkpoint_every=2), cut, progress=interrupt)
-    saved = torch.load(cut / "checkpoint.pt", weights_only=False)
+    saved = torch.load(cut / "checkpoint.pt", weights_only=True)
     n_batches = ref.log[0]["steps"]
     assert saved["epoch"] == 1 and saved["partial"]["batch"] == 2 and saved["steps"] == n_batches + 2
     written = json.loads((cut / "log.json").read_text())  # the log on disk follows the checkpoint
@@ -90,12 +92,12 @@ def test_resume_refuses_another_configuration(tmp_path):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     train(_preset(epochs=1), TrainOptions(n_eval=4), tmp_path)
-    good = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
-    real = jfb_core.data.measure
-    monkeypatch.setattr(jfb_core.data, "measure", lambda *a, **k: real(*a, **k) * float("nan"))
+    good = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
+    real = jfb_core.train.measure  # patched where train uses it
+    monkeypatch.setattr(jfb_core.train, "measure", lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(TrainingDiverged, match=r"last good state \(epoch 1, step"):
         train(_preset(epochs=2), TrainOptions(n_eval=4), tmp_path, resume=True)
-    kept = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    kept = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert kept["epoch"] == 1
     for k, v in good.items():
         torch.testing.assert_close(kept["model"][k], v, rtol=0, atol=0)
@@ -257,7 +259,7 @@ def test_a_weighted_regulariser_trains_resumes_and_is_checked_on_resume(tmp_path
 def test_a_checkpoint_from_before_rho_existed_means_rho_one(tmp_path):
     train(_preset(epochs=1), TrainOptions(n_eval=4), tmp_path)
     path = tmp_path / "checkpoint.pt"
-    ckpt = torch.load(path, weights_only=False)
+    ckpt = torch.load(path, weights_only=True)
     del ckpt["config"]["rho"]  # as written by the course before the weight was introduced
     torch.save(ckpt, path)
     model, _ = load_checkpoint(path)
@@ -285,7 +287,7 @@ def test_proximal_averaged_model_trains_resumes_and_old_checkpoints_read_as_grad
     # a checkpoint written before the two options existed is a gradient step with a plain network
     old = tmp_path / "old"
     train(_preset(epochs=1), TrainOptions(n_eval=4), old)
-    ckpt = torch.load(old / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(old / "checkpoint.pt", weights_only=True)
     del ckpt["config"]["data_step"], ckpt["config"]["skip"], ckpt["config"]["activation"], ckpt["config"]["arch"]
     torch.save(ckpt, old / "checkpoint.pt")
     model, _ = load_checkpoint(old / "checkpoint.pt")
@@ -347,7 +349,7 @@ def test_slim_checkpoint_is_smaller_and_scores_the_same(tmp_path):
     slim = slim_checkpoint(run / "checkpoint.pt", tmp_path / "slim.pt")
     full_size, slim_size = (run / "checkpoint.pt").stat().st_size, slim.stat().st_size
     assert slim_size < 0.6 * full_size
-    saved = torch.load(slim, weights_only=False)
+    saved = torch.load(slim, weights_only=True)
     assert "optimizer" not in saved and all(v.dtype == torch.float16 for k, v in saved["model"].items()
                                             if k.endswith(".u"))
     a, _ = load_checkpoint(run / "checkpoint.pt")
