@@ -430,7 +430,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                            backward_tol=args.backward_tol, backward_max_iter=args.backward_max_iter,
                            backward_solver=args.backward_solver, n_eval=args.n_eval, data_cache=args.data_cache,
                            amp=args.amp, max_steps=args.max_steps, eval_every=args.eval_every,
-                           checkpoint_every=args.checkpoint_every, init_from=args.init_from)
+                           checkpoint_every=args.checkpoint_every, init_from=args.init_from,
+                           channels_last=args.channels_last)
     if preset.dataset == "celeba" and not args.data_cache:
         raise UserError("the preset trains on CelebA: pass --data-cache FILE made by "
                          "`python -m jfb_core prepare --data /path/to/celeba`")
@@ -609,6 +610,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also checkpoint every N steps within an epoch, so an interrupted run "
                          "loses at most N steps on --resume (default: only at epoch ends)")
     tr.add_argument("--amp", action="store_true", help="bfloat16 autocast on a GPU")
+    tr.add_argument("--channels-last", action="store_true",
+                    help="run the convex-potential network on channels-last tensors (about 1.8x faster on a CPU "
+                         "at 128 px; the same map up to float rounding)")
     tr.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     be = subs["bench"]
     be.add_argument("which", choices=BENCHMARKS, help="what to measure")

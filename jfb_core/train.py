@@ -56,7 +56,7 @@ DATA_KEYS = ("image_size", "channels", "blur", "padding", "noise_std")  # must m
 MODEL_KEYS = DATA_KEYS + ("depth", "width", "lipschitz", "rho", "data_step", "skip", "activation", "arch")
 # what a resumed run may change: how long it runs, how often it reports, where its data file lies
 # (the data is recognised by its content hash), the device; every other key shapes the result
-RESUME_MAY_CHANGE = ("epochs", "max_steps", "eval_every", "checkpoint_every", "data_cache", "device",
+RESUME_MAY_CHANGE = ("epochs", "max_steps", "eval_every", "checkpoint_every", "data_cache", "device", "channels_last",
                      "bench_sizes", "bench_batch", "bench_repeats", "description", "name")
 # the keys of a run's configuration that are neither Preset nor TrainOptions fields
 RUN_EXTRA_KEYS = ("data_hash",)
@@ -80,6 +80,7 @@ class TrainOptions:
     eval_every: int = 0  # also score the eval images every this many steps (0: only after each epoch)
     checkpoint_every: int = 0  # also checkpoint every this many steps, mid-epoch (0: only after each epoch)
     init_from: str | None = None  # warm start: a checkpoint whose weights (any image size) start the run
+    channels_last: bool = False  # run a CPLNet on channels-last tensors (faster on a CPU; same map)
 
     def __post_init__(self) -> None:
         if self.grad_mode not in GRAD_MODES:
@@ -155,6 +156,8 @@ def build_model(preset: Preset, options: TrainOptions, device: str = "cpu") -> D
                    grad_mode=options.grad_mode, neumann_k=options.neumann_k, unroll_k=options.unroll_k,
                    backward_tol=options.backward_tol, backward_max_iter=options.backward_max_iter,
                    backward_solver=options.backward_solver, rho=preset.rho, data_step=preset.data_step)
+    if hasattr(f, "channels_last"):
+        f.channels_last = options.channels_last
     return model.to(device)
 
 
