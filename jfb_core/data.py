@@ -345,9 +345,19 @@ def prepare_celeba(root: str | os.PathLike[str] | None, out: str | os.PathLike[s
     ``skipped`` (files that could not be decoded: skipped and counted, never
     silently) and ``source``. Written atomically. ``limit`` keeps the first
     images of each split. ``progress(done, total)`` is called as images are read.
-    Returns a summary (counts per split, skipped files, bytes).
+    Returns a summary (counts per split, skipped files, bytes). An existing ``out``
+    is refused unless ``overwrite``; an ``out`` that cannot be written is refused
+    before any image is decoded. The cache also stores ``hash``, a digest of its
+    content (:func:`cache_hash`), by which a resumed run recognises its data.
     """
-
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name such as {out / 'celeba.pt'}")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; remove it, choose another --out, or pass --force to replace it")
+    existing = next((q for q in out.parents if q.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {out}: {existing} is not a writable folder")
     datasets = {s: CelebAFolder(root, s, size=size, subset=subset, limit=limit) for s in splits}
     total = sum(len(ds) for ds in datasets.values())
     images, ids, index, skipped, done = [], [], {}, [], 0
@@ -405,7 +415,8 @@ def load_cache(path: str | os.PathLike[str]) -> dict:
         raise BadDataCache(f"{path} is not a readable data cache ({str(exc).splitlines()[0][:120]}); "
                            f"make it again with `python -m jfb_core prepare`") from None
     if not isinstance(cache, dict):
-        raise BadDataCache(f"{path} is not a jfb_core data cache (it holds a {type(cache).__name__})")
+        raise BadDataCache(f"{path} is not a jfb_core data cache (it holds a {type(cache).__name__}); "
+                           f"make one with `python -m jfb_core prepare`")
     for key in ("images", "ids", "splits", "size"):
         if key not in cache:
             raise BadDataCache(f"{path} is not a jfb_core data cache (no {key!r}); "

@@ -331,21 +331,18 @@ class DivergenceGuard:
     unconverged_run: int = 0
 
     def check(self, loss: float, eta: float, rho: float, converged: float | None) -> str | None:
-        """A message saying what went wrong, or None."""
+        """A message saying what went wrong, or None (called with each step's loss)."""
         if not math.isfinite(loss):
             return f"the loss became {loss}"
         self.start.setdefault("loss", loss)
-        self.start.setdefault("eta", eta)
-        self.start.setdefault("rho", rho)
         self.recent = (self.recent + [loss])[-self.window:]
         mean = sum(self.recent) / len(self.recent)
         if mean > self.factor * self.start["loss"]:
             return (f"the loss rose to {mean:.3g} (mean of the last {len(self.recent)} steps), more than "
                     f"{self.factor:g} times its first value {self.start['loss']:.3g}")
-        for name, value in (("eta", eta), ("rho", rho)):
-            if value < self.collapse * self.start[name]:
-                return f"the {'step size eta' if name == 'eta' else 'regulariser weight rho'} collapsed from " \
-                       f"{self.start[name]:.3g} to {value:.3g}"
+        why = self.check_parameters(eta, rho)
+        if why or converged is None:
+            return why
         if converged is not None:
             if len(self.early) < self.patience:
                 self.early.append(converged)
@@ -354,6 +351,18 @@ class DivergenceGuard:
             if early_ok and self.unconverged_run >= self.patience:
                 return (f"the fixed-point solve stopped converging: fewer than half of each batch converged "
                         f"for {self.unconverged_run} steps in a row")
+        return None
+
+    def check_parameters(self, eta: float, rho: float) -> str | None:
+        """A message if the step size or the regulariser weight collapsed (called after each update too,
+        so that a collapsed value is caught before the next solve uses it)."""
+        for name, value in (("rho", rho), ("eta", eta)):  # rho first: the proximal step's eta is 1 / rho
+            self.start.setdefault(name, value)
+            what = "step size eta" if name == "eta" else "regulariser weight rho"
+            if not math.isfinite(value):
+                return f"the {what} became {value}"
+            if value < self.collapse * self.start[name]:
+                return f"the {what} collapsed from {self.start[name]:.3g} to {value:.3g}"
         return None
 
     def state(self) -> dict[str, Any]:
@@ -609,10 +618,10 @@ def _train(preset: Preset, options: TrainOptions, out_dir: Path, device: str, re
 
 
 def _diverged(state: RunState, what: str, out_dir: Path, where: str) -> TrainingDiverged:
-    return TrainingDiverged(
-        f"{what} at {where}; the checkpoint {out_dir / 'checkpoint.pt'} holds the last good state "
-        f"({state.saved_at}). Lower --lr (now {state.config['lr']:g}) and start a new run, or resume "
-        f"from that checkpoint with a smaller --lr in a new --out")
+    kept = (f"the checkpoint {out_dir / 'checkpoint.pt'} holds the last good state ({state.saved_at})"
+            if state.saved_at != "nothing yet" else "nothing was saved")
+    return TrainingDiverged(f"{what} at {where}; {kept}. Lower --lr (now {state.config['lr']:g}) and start "
+                            f"a new run in another --out")
 
 
 def _train_epoch(state: RunState, net, preset: Preset, options: TrainOptions, data, out_dir: Path, device: str,
@@ -644,6 +653,9 @@ def _train_epoch(state: RunState, net, preset: Preset, options: TrainOptions, da
         loss.backward()
         state.opt.step()
         state.steps += 1
+        why = state.guard.check_parameters(float(model.eta.detach()), float(model.rho.detach()))
+        if why:
+            raise _diverged(state, why, out_dir, f"epoch {epoch + 1}, batch {b + 1}")
         sums["total"] += loss.item() * len(xb)
         sums["count"] += len(xb)
         sums["batch"] = b + 1
