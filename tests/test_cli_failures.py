@@ -114,14 +114,23 @@ def test_weights_that_do_not_match_the_configuration_are_refused(tmp_path, capsy
 
 # ----------------------------------------------------------------- divergence
 
-def test_divergence_stops_keeps_the_last_good_checkpoint_and_names_the_flag(tmp_path, capsys):
+def test_divergence_stops_keeps_the_last_good_checkpoint_and_names_the_flag(tmp_path, capsys, monkeypatch):
     out = tmp_path / "div"
-    code, err = _train(capsys, out, "--lr", "1e6", "--epochs", "3", "--n-train", "16", "--checkpoint-every", "1")
-    assert code == 3 and "Lower --lr" in err and "finished" not in err
-    assert "collapsed" in err or "rose" in err or "became" in err
-    model, ckpt = load_checkpoint(out / "checkpoint.pt")  # the last good state loads and is finite
-    assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert not _no_temp_files(out)
+    # --lr 1e6 collapses the step size at the first update: stopped, exit 3, nothing claimed
+    code, err = _train(capsys, out, "--lr", "1e6", "--epochs", "3", "--n-train", "16")
+    assert code == 3 and "eta collapsed" in err and "Lower --lr" in err and "nothing was saved" in err
+    assert "finished" not in err and not (out / "checkpoint.pt").exists()
+    # a loss that explodes after a good epoch: the epoch-1 checkpoint stays as it was
+    good = tmp_path / "good"
+    assert _train(capsys, good, "--n-train", "16")[0] == 0
+    before = (good / "checkpoint.pt").read_bytes()
+    real = jfb_core.train.measure
+    monkeypatch.setattr(jfb_core.train, "measure", lambda *a, **k: real(*a, **k) * 1e4)
+    code, err = _train(capsys, good, "--n-train", "16", "--epochs", "3", "--resume", "--checkpoint-every", "100")
+    assert code == 3 and "the loss rose" in err and "last good state (epoch 1, step 4)" in err
+    assert (good / "checkpoint.pt").read_bytes() == before and not _no_temp_files(good)
+    model, ckpt = load_checkpoint(good / "checkpoint.pt")
+    assert ckpt["epoch"] == 1 and all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_the_guard_sees_a_solve_that_stops_converging():
