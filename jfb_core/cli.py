@@ -500,15 +500,6 @@ def torch_device_kind(device: str) -> str:
     return "gpu" if device.startswith("cuda") else "cpu"
 
 
-def _not_yet(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        print(f"jfb_core {name}: not implemented yet in this version of the course.",
-              file=sys.stderr)
-        return 2
-
-    return run
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m jfb_core",
@@ -525,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _add_preset(p)
-        p.set_defaults(func=handlers.get(name, _not_yet(name)))
+        p.set_defaults(func=handlers[name])
         subs[name] = p
     ev = subs["evaluate"]
     ev.add_argument("--data", default=None, help="CelebA folder holding img_align_celeba/ "

@@ -338,3 +338,15 @@ def test_a_data_cache_is_recognised_by_content_not_path(tmp_path, capsys):
     assert _run(capsys, ["prepare", "--data", str(other), "--size", "16", "--out", str(moved), "--force"])[0] == 0
     code, err = _train(capsys, out, "--data-cache", str(moved), "--n-train", "4", "--resume", "--epochs", "3")
     assert code == 2 and "data_hash" in err and "content" in err
+
+
+def test_a_programming_error_keeps_its_traceback(monkeypatch):
+    """Only user errors become exit 2: a TypeError inside the library is a bug and is not hidden."""
+    import jfb_core.cli
+
+    def broken(args):
+        raise TypeError("unsupported operand")
+
+    monkeypatch.setattr(jfb_core.cli, "_cmd_info", broken)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        jfb_core.cli.main(["info"])
