@@ -122,9 +122,9 @@ reproduce: $(STAMP)
 	  --out results/baselines/celeba-paper-test_9x9_var5_zeros_64px.json
 	$(BIN)/python -m jfb_core evaluate $(EVALS1) --methods direct,tv --tv-grid 5e-4,1e-3,2e-3,4e-3 \
 	  --out results/baselines/celeba-paper-test_5x5_s1_zeros_64px.json
-	$(BIN)/python -m jfb_core bench solvers
-	$(BIN)/python -m jfb_core bench memory
-	$(BIN)/python -m jfb_core bench backward
+	$(BIN)/python -m jfb_core bench solvers --out results/bench/solvers_fast_cpu.json
+	$(BIN)/python -m jfb_core bench memory --out results/bench/memory_fast_cpu.json
+	$(BIN)/python -m jfb_core bench backward --out results/bench/backward_fast_cpu.json
 	$(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 64 --out "$(CACHE64)"
 	$(BIN)/python -m jfb_core train $(TRAIN64_RHO1) --grad-mode jfb --out runs/celeba64_9x9_var5_rho1_jfb
 	$(BIN)/python -m jfb_core train $(TRAIN64) --epochs 3 --grad-mode jfb --out runs/celeba64_9x9_var5_jfb & \

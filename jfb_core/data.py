@@ -404,14 +404,17 @@ def load_cache(path: str | os.PathLike[str]) -> dict:
     """A cache written by :func:`prepare_celeba`, checked; ``hash`` is computed for an older
     cache that lacks it. A missing, truncated or foreign file raises :class:`BadDataCache`."""
     import pickle
-    import zipfile
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no data cache at {path}; make one with `python -m jfb_core prepare --data ...`")
     try:
         cache = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+    except pickle.UnpicklingError as exc:
+        raise BadDataCache(f"{path} was refused: it holds objects other than tensors and plain data "
+                           f"({str(exc).splitlines()[-1][:120]}); make it again with `python -m jfb_core prepare`") \
+            from None
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle a user's file means it is not a cache
         raise BadDataCache(f"{path} is not a readable data cache ({str(exc).splitlines()[0][:120]}); "
                            f"make it again with `python -m jfb_core prepare`") from None
     if not isinstance(cache, dict):

@@ -222,7 +222,6 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises :class:`BadCheckpoint` for a missing, empty, truncated or foreign file, or one
     that holds objects other than tensors and plain data."""
     import pickle
-    import zipfile
 
     path = Path(path)
     if not path.is_file():
@@ -234,7 +233,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         raise BadCheckpoint(f"{path} was refused: it holds objects other than tensors and plain data, which "
                             f"could run code when loaded ({str(exc).splitlines()[-1][:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle a user's file means it is no checkpoint
         raise BadCheckpoint(f"{path} is not a readable checkpoint (truncated or not made by torch.save: "
                             f"{str(exc).splitlines()[0][:120]})") from None
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:

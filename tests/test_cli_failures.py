@@ -87,7 +87,7 @@ def test_a_crafted_checkpoint_cannot_run_code(tmp_path, capsys):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("kind", ["empty", "truncated", "tensor", "foreign dict"])
+@pytest.mark.parametrize("kind", ["empty", "truncated", "random bytes", "tensor", "foreign dict"])
 def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path, capsys, run, kind):
     bad = tmp_path / "bad.pt"
     if kind == "empty":
@@ -95,6 +95,8 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path, capsys, run, kind)
     elif kind == "truncated":
         data = (run / "checkpoint.pt").read_bytes()
         bad.write_bytes(data[: len(data) // 2])
+    elif kind == "random bytes":
+        bad.write_bytes(np.random.default_rng(3).bytes(3000))
     elif kind == "tensor":
         torch.save(torch.zeros(3), bad)
     else:
@@ -183,11 +185,15 @@ def test_temporary_names_are_unique_per_call():
 # ----------------------------------------------------------------- user errors, no tracebacks
 
 def test_a_corrupt_or_foreign_data_cache_is_a_clear_error(tmp_path, capsys):
-    garbage = tmp_path / "garbage.pt"
-    garbage.write_bytes(os.urandom(2000))
+    bads = []
+    for seed in range(6):  # random bytes fail inside the unpickler in many different ways
+        bads.append(tmp_path / f"garbage{seed}.pt")
+        bads[-1].write_bytes(np.random.default_rng(seed).bytes(2000))
+    bads.append(tmp_path / "pickled.pt")
+    bads[-1].write_bytes(b"\x80\x02" + np.random.default_rng(9).bytes(500))  # a pickle header, then noise
     tensor = tmp_path / "tensor.pt"
     torch.save(torch.zeros(2, 3, 16, 16, dtype=torch.uint8), tensor)
-    for bad in (garbage, tensor):
+    for bad in (*bads, tensor):
         code, err = _train(capsys, tmp_path / f"run_{bad.stem}", "--data-cache", str(bad))
         assert code == 2 and str(bad) in err and "prepare" in err
 
