@@ -49,7 +49,7 @@ $(MATHJAX):
 mathjax: $(MATHJAX)
 
 sync: $(STAMP)
-	$(BIN)/jupytext --sync $(CHAPTERS)
+	$(BIN)/jupytext --quiet --sync $(CHAPTERS)
 
 # A real pair check: re-sync, then fail if anything under chapters/ changed or appeared.
 check-sync: sync

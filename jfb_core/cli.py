@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Sequence
 
 from jfb_core.config import BLURS, PRESETS
@@ -501,8 +502,9 @@ def torch_device_kind(device: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    invoked = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     parser = argparse.ArgumentParser(
-        prog="python -m jfb_core",
+        prog="jfb" if invoked == "jfb" else "python -m jfb_core",
         description="Implicit networks for deblurring with Jacobian-free backpropagation.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -515,7 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     subs = {}
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        _add_preset(p)
+        if name != "bench":  # each benchmark takes --preset itself
+            _add_preset(p)
         p.set_defaults(func=handlers[name])
         subs[name] = p
     ev = subs["evaluate"]
@@ -605,21 +608,34 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run the convex-potential network on channels-last tensors (about 1.8x faster on a CPU "
                          "at 128 px; the same map up to float rounding)")
     tr.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
-    be = subs["bench"]
-    be.add_argument("which", choices=BENCHMARKS, help="what to measure")
-    be.add_argument("--device", default=None, help="cpu or cuda (default: the preset's, cpu for 'fast')")
-    be.add_argument("--size", type=_positive_int, default=None, help="image side (default: the preset's largest)")
-    be.add_argument("--batch", type=_positive_int, default=None, help="batch size (default: the preset's)")
-    be.add_argument("--repeats", type=_positive_int, default=None, help="timed repetitions (default: the preset's)")
-    be.add_argument("--out", default=None, help="output JSON (default: runs/bench/...; `make reproduce` writes results/bench/)")
-    be.add_argument("--sizes", default=None, help="backward: comma-separated image sides (default: the preset's)")
-    be.add_argument("--methods", default="jfb,ift_cg,ift_fp",
-                    help="backward: comma-separated methods among jfb, ift_cg, ift_fp, neumann")
-    be.add_argument("--forward-iters", type=int, default=20,
-                    help="backward: Anderson iterations of every forward solve (the same for all methods)")
-    be.add_argument("--backward-tol", type=float, default=1e-4, help="backward: relative tolerance of the adjoint solve")
-    be.add_argument("--backward-max-iter", type=int, default=200, help="backward: iteration cap of the adjoint solve")
-    be.add_argument("--data", default=None, help="backward: CelebA folder for the fixed batch (default: bundled images)")
+    be = subs["bench"].add_subparsers(dest="which", metavar="BENCHMARK")
+    be.required = True
+    bench_help = {"solvers": "plain iteration against Anderson acceleration (chapter 3)",
+                  "memory": "bytes autograd keeps for backward, per backward mode (chapter 4)",
+                  "backward": "time and peak memory of the backward modes against image size (chapter 5, Fig. 2)"}
+    for name in BENCHMARKS:
+        bp = be.add_parser(name, help=bench_help[name], description=bench_help[name])
+        _add_preset(bp)
+        bp.add_argument("--device", default=None, help="cpu or cuda (default: the preset's, cpu for 'fast')")
+        bp.add_argument("--size", type=_positive_int, default=None, help="image side (default: the preset's largest)")
+        bp.add_argument("--batch", type=_positive_int, default=None, help="batch size (default: the preset's)")
+        bp.add_argument("--out", default=None,
+                        help="output JSON (default: runs/bench/...; `make reproduce` writes results/bench/)")
+        if name != "memory":
+            bp.add_argument("--repeats", type=_positive_int, default=None,
+                            help="timed repetitions (default: the preset's)")
+        if name == "backward":
+            bp.add_argument("--sizes", default=None, help="comma-separated image sides (default: the preset's)")
+            bp.add_argument("--methods", default="jfb,ift_cg,ift_fp",
+                            help="comma-separated methods among jfb, ift_cg, ift_fp, neumann")
+            bp.add_argument("--forward-iters", type=_positive_int, default=20,
+                            help="Anderson iterations of every forward solve (the same for all methods)")
+            bp.add_argument("--backward-tol", type=_positive_float, default=1e-4,
+                            help="relative tolerance of the adjoint solve")
+            bp.add_argument("--backward-max-iter", type=_positive_int, default=200,
+                            help="iteration cap of the adjoint solve")
+            bp.add_argument("--data", default=None, help="CelebA folder for the fixed batch (default: bundled images)")
+        bp.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -65,7 +65,8 @@ def test_default_T_is_a_contraction(seed):
     model = _degrad(seed).eval()
     d = torch.rand(2, 3, 16, 16, dtype=torch.float64)
     z = torch.rand(2, 3, 16, 16, dtype=torch.float64)
-    gamma = 1 - float(model.eta) * (1 + 0) + float(model.eta) * 0.9  # Theorem 3.1 with mu >= 0
+    eta = float(model.eta.detach())
+    gamma = 1 - eta * (1 + 0) + eta * 0.9  # Theorem 3.1 with mu >= 0
     T = lambda v: model.T(v, d)  # noqa: E731
     assert lipschitz_ratio(T, z, scale=0.5) < gamma < 1
     assert lipschitz_power(T, z) < gamma
@@ -105,7 +106,7 @@ def _convolutions_in_graph(out: torch.Tensor) -> int:
 
 def test_eta_is_trainable_and_kept_in_the_theorem_range():
     model = _degrad(eta=0.45)
-    assert abs(float(model.eta) - 0.45) < 1e-6
+    assert abs(float(model.eta.detach()) - 0.45) < 1e-6
     (model.eta * 2).backward()
     assert model.eta_raw.grad is not None
     with pytest.raises(ValueError):
@@ -143,14 +144,14 @@ def test_weighted_regulariser_keeps_T_a_contraction_with_the_predicted_factor(rh
     model = _degrad(1, rho=rho).eval()
     d = torch.rand(2, 3, 16, 16, dtype=torch.float64)
     z = torch.rand(2, 3, 16, 16, dtype=torch.float64)
-    eta = float(model.eta)
+    eta = float(model.eta.detach())
     gamma = 1 - eta * rho * (1 - 0.9)  # Theorem 3.1 with eps' = 1 - rho (1 - eps), mu >= 0
     T = lambda v: model.T(v, d)  # noqa: E731
     assert lipschitz_power(T, z) < gamma < 1
     # S = rho (I - f), exactly
     with torch.no_grad():
         torch.testing.assert_close(model.S(z), model.rho * (z - model.f(z)), rtol=1e-12, atol=1e-12)
-    assert abs(float(model.rho) - rho) < 1e-6
+    assert abs(float(model.rho.detach()) - rho) < 1e-6
 
 
 def test_weighted_regulariser_is_strongly_monotone_with_floor_rho_times_one_minus_eps():
@@ -166,7 +167,7 @@ def test_weighted_regulariser_is_strongly_monotone_with_floor_rho_times_one_minu
 
 def test_rho_is_trainable_in_zero_one_and_absent_at_one():
     model = _degrad(rho=0.1)
-    assert abs(float(model.rho) - 0.1) < 1e-6
+    assert abs(float(model.rho.detach()) - 0.1) < 1e-6
     (model.rho * 3).backward()
     assert model.rho_raw.grad is not None
     plain = _degrad(rho=1.0)

@@ -135,7 +135,7 @@ def test_proximal_model_trains_every_parameter_and_eta_is_one_over_rho():
     for name, p in model.named_parameters():
         assert p.grad is not None, name  # DistributedDataParallel needs no unused parameters
     assert "eta_raw" in dict(model.named_buffers())
-    assert abs(float(model.eta) - 1 / float(model.rho)) < 1e-12 and abs(float(model.rho) - 0.2) < 1e-6
+    assert abs(float(model.eta.detach()) - 1 / float(model.rho.detach())) < 1e-12 and abs(float(model.rho.detach()) - 0.2) < 1e-6
 
 
 def test_ift_gradient_of_the_proximal_fixed_point_matches_finite_differences():

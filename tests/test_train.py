@@ -251,7 +251,8 @@ def test_evaluate_scores_checkpoints_and_pnp_and_writes_a_grid(tmp_path, capsys)
 def test_a_weighted_regulariser_trains_resumes_and_is_checked_on_resume(tmp_path):
     train(_preset(epochs=1, rho=0.1), TrainOptions(n_eval=4), tmp_path)
     model, ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert model.rho_raw is not None and 0 < float(model.rho) < 1 and ckpt["log"][-1]["rho"] == float(model.rho)
+    rho = float(model.rho.detach())
+    assert model.rho_raw is not None and 0 < rho < 1 and ckpt["log"][-1]["rho"] == rho
     with pytest.raises(ConfigMismatch, match="rho"):
         train(_preset(epochs=2, rho=0.2), TrainOptions(n_eval=4), tmp_path, resume=True)
 
