@@ -18,7 +18,7 @@ export JFB_PRESET ?= fast
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
 .PHONY: help install mathjax sync check-sync notebooks lab book book-strict \
-        pytest nbval test clean reproduce
+        pytest nbval test clean reproduce train128
 
 help:
 	@echo "make book        set up and build the course HTML ($(BOOK_HTML))"
@@ -170,3 +170,20 @@ reproduce: $(STAMP)
 
 clean:
 	rm -rf _build book/_build .cache
+
+# The 128-pixel CPU runs of chapters 6-7 (long: about 13 s per JFB step on one thread with
+# --channels-last). Started or continued with `make train128 CELEBA=/path RUNS128=/somewhere`;
+# keep RUNS128 outside the checkout so that a run survives between sessions, and re-run the
+# same command to resume it (resume is exact).
+RUNS128  ?= runs
+CACHE128 ?= $(RUNS128)/celeba_paper_128.pt
+TRAIN128 = --preset fast --size 128 --data-cache $(CACHE128) --n-train 8000 --arch cpl --depth 6 --width 32 \
+	--rho 0.05 --data-step proximal --skip --lipschitz 0.99 --pretrain-epochs 0 --lr 1e-3 --n-eval 64 \
+	--eval-every 50 --checkpoint-every 10 --channels-last --threads $(or $(THREADS),1) \
+	--init-from results/train/celeba64_5x5_s1_cpl_jfb/checkpoint.pt --resume
+
+train128: $(STAMP)
+	@test -f "$(CACHE128)" || (test -n "$(CELEBA)" || (echo "usage: make train128 CELEBA=/path/to/celeba"; exit 2); \
+	  $(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 128 --out "$(CACHE128)")
+	$(BIN)/python -m jfb_core train $(TRAIN128) --blur 9x9_var5 --epochs 1 --max-steps 300 --grad-mode jfb \
+	  --out $(RUNS128)/celeba128_9x9_var5_cpl_jfb
