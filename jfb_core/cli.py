@@ -22,6 +22,7 @@ COMMANDS = {
     "train": "train DE-GRAD (JFB, IFT, Neumann or unrolled backward)",
     "evaluate": "PSNR/SSIM of reconstructions on a data split",
     "bench": "timing and memory benchmarks, written as JSON with provenance",
+    "paper-run": "the paper-scale experiment within a time budget: train JFB and IFT, score both beside TV",
 }
 
 
@@ -98,13 +99,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _celeba_ids(ds) -> list[int]:
-    return [int(p.stem) for p in ds.files]
-
-
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
-
     from jfb_core.config import get_preset
     from jfb_core.data import CelebAFolder, bundled_images, readable_batches
     from jfb_core.evaluate import CLASSICAL_METHODS, Split, evaluate_classical, format_weight
@@ -391,7 +386,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
     try:
         summary = prepare_celeba(args.data, out, size=args.size, subset=args.subset, splits=splits,
-                                 limit=args.limit, progress=progress, overwrite=args.force)
+                                 limit=args.limit, progress=progress, overwrite=args.force,
+                                 encode=args.encode, quality=args.quality)
     finally:
         bar.close()
     counts = ", ".join(f"{k}: {v}" for k, v in summary["counts"].items())
@@ -406,12 +402,12 @@ TRAIN_OVERRIDES = ("epochs", "pretrain_epochs", "n_train", "batch_size", "lr", "
                    "width", "tol", "max_iter", "lipschitz", "rho")
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _train_setup(args: argparse.Namespace):
+    """``(preset, options, device)`` from the training flags, checked before any work."""
     import torch
-    from tqdm import tqdm
 
     from jfb_core.config import get_preset
-    from jfb_core.train import TrainingDiverged, TrainOptions, train
+    from jfb_core.train import TrainOptions
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -435,14 +431,45 @@ def _cmd_train(args: argparse.Namespace) -> int:
                            channels_last=args.channels_last)
     if preset.dataset == "celeba" and not args.data_cache:
         raise UserError("the preset trains on CelebA: pass --data-cache FILE made by "
-                         "`python -m jfb_core prepare --data /path/to/celeba`")
+                        "`python -m jfb_core prepare --data /path/to/celeba`")
     device = check_device(args.device or ("cuda" if preset.device == "cuda" else "cpu"))
-    if preset.data_step == "proximal" and options.grad_mode == "ift" and options.backward_solver == "cg_normal":
+    ift_possible = options.grad_mode == "ift" or args.command == "paper-run"
+    if preset.data_step == "proximal" and ift_possible and options.backward_solver == "cg_normal":
         raise UserError("--backward-solver cg_normal needs second derivatives through the proximal step's inner "
                         "solve, which it does not have: use --backward-solver fixed_point with --data-step proximal")
     if preset.lipschitz > 1:
         print(f"warning: --lipschitz {preset.lipschitz:g} > 1: f is then not a contraction, Theorem 3.1's "
               f"guarantee (a unique fixed point, Anderson's convergence) no longer holds", file=sys.stderr)
+    return preset, options, device
+
+
+def _cmd_paper_run(args: argparse.Namespace) -> int:
+    from jfb_core.paper import paper_run
+
+    if not args.data_cache:
+        raise UserError("paper-run needs --data-cache FILE (from `python -m jfb_core prepare --encode webp ...`)")
+    if not args.out:
+        raise UserError("paper-run needs --out FOLDER for its runs, JSON and figures")
+    preset, options, device = _train_setup(args)
+    t0 = time.perf_counter()
+    result = paper_run(preset, options, args.data_cache, args.out, args.budget, device=device, n_val=args.n_val,
+                       n_test=args.n_test, tv_grid=number_list(args.tv_grid, "--tv-grid") if args.tv_grid else None,
+                       progress=lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}", file=sys.stderr,
+                                                flush=True))
+    print(f"{'method':>11} {'PSNR (dB)':>10} {'SSIM':>7}   on {result['test_images_scored']} of "
+          f"{result['test_images_in_split']} test images")
+    for name, r in result["methods"].items():
+        print(f"{name:>11} {r['psnr_mean']:10.2f} {r['ssim_mean']:7.3f}")
+    print(f"wrote {args.out}/paper_run.json, loss_curves.png, psnr_vs_time.png ({result['wall_seconds']:.0f} s)")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from jfb_core.train import TrainingDiverged, train
+
+    preset, options, device = _train_setup(args)
     out = args.out or f"runs/{preset.name}_{options.grad_mode}"
     rank = int(os.environ.get("RANK", "0"))
     bars: dict[str, tqdm] = {}
@@ -501,6 +528,49 @@ def torch_device_kind(device: str) -> str:
     return "gpu" if device.startswith("cuda") else "cpu"
 
 
+def _add_train_arguments(tr: argparse.ArgumentParser) -> None:
+    tr.add_argument("--grad-mode", choices=["jfb", "ift", "neumann", "unrolled"], default="jfb")
+    tr.add_argument("--data-cache", default=None, help="cache file from `prepare` (default: the bundled images)")
+    tr.add_argument("--out", default=None, help="run folder for checkpoint.pt and log.json (default runs/PRESET_MODE)")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.add_argument("--init-from", default=None, metavar="CHECKPOINT",
+                    help="warm start: begin from this run's weights (same network; any image size or blur); "
+                         "with pretraining, its denoiser is fine-tuned first; recorded in the run's log")
+    tr.add_argument("--device", default=None, help="cpu or cuda (default: the preset's)")
+    tr.add_argument("--size", type=_positive_int, default=None, help="image side (default: the preset's)")
+    for name in TRAIN_OVERRIDES:
+        kind = str if name == "blur" else (float if name in ("lr", "eta", "tol", "lipschitz", "rho") else int)
+        tr.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"override the preset's {name}")
+    tr.add_argument("--data-step", choices=["gradient", "proximal"], default=None,
+                    help="DE-GRAD's explicit data step (eq. 3.5) or the exact (proximal) one of chapter 6; "
+                         "default: the preset's")
+    tr.add_argument("--activation", choices=["relu", "maxmin"], default=None,
+                    help="the network's nonlinearity (default: the preset's, relu)")
+    tr.add_argument("--arch", choices=["dncnn", "cpl"], default=None,
+                    help="the network f: the paper's spectrally normalised DnCNN or convex potential layers "
+                         "(chapter 6; default: the preset's, dncnn)")
+    tr.add_argument("--skip", action=argparse.BooleanOptionalAction, default=None,
+                    help="f = c + eps (alpha (x - c) + (1 - alpha) g(x - c)) with a 1-Lipschitz g (chapter 6)")
+    tr.add_argument("--neumann-k", type=_nonnegative_int, default=5)
+    tr.add_argument("--unroll-k", type=_positive_int, default=20)
+    tr.add_argument("--backward-tol", type=_positive_float, default=1e-4)
+    tr.add_argument("--backward-max-iter", type=_positive_int, default=200)
+    tr.add_argument("--backward-solver", choices=["fixed_point", "cg_normal"], default="fixed_point")
+    tr.add_argument("--n-eval", type=_positive_int, default=64,
+                    help="test images scored after every epoch (with --data-cache: at most its test split; "
+                         "else at most the preset's n_test)")
+    tr.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many optimiser steps in all")
+    tr.add_argument("--eval-every", type=_nonnegative_int, default=0, help="also score the eval images every N steps")
+    tr.add_argument("--checkpoint-every", type=_nonnegative_int, default=0,
+                    help="also checkpoint every N steps within an epoch, so an interrupted run "
+                         "loses at most N steps on --resume (default: only at epoch ends)")
+    tr.add_argument("--amp", action="store_true", help="bfloat16 autocast on a GPU")
+    tr.add_argument("--channels-last", action="store_true",
+                    help="run the convex-potential network on channels-last tensors (about 1.8x faster on a CPU "
+                         "at 128 px; the same map up to float rounding)")
+    tr.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+
+
 def build_parser() -> argparse.ArgumentParser:
     invoked = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     parser = argparse.ArgumentParser(
@@ -513,7 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "evaluate": _cmd_evaluate,
                                                                  "bench": _cmd_bench,
                                                                  "prepare": _cmd_prepare,
-                                                                 "train": _cmd_train}
+                                                                 "train": _cmd_train,
+                                                                 "paper-run": _cmd_paper_run}
     subs = {}
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -567,47 +638,18 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--splits", default="train,test", help="comma-separated splits to store")
     pr.add_argument("--limit", type=_positive_int, default=None, help="keep the first N images of each split")
     pr.add_argument("--force", action="store_true", help="replace an existing cache file at --out")
-    tr = subs["train"]
-    tr.add_argument("--grad-mode", choices=["jfb", "ift", "neumann", "unrolled"], default="jfb")
-    tr.add_argument("--data-cache", default=None, help="cache file from `prepare` (default: the bundled images)")
-    tr.add_argument("--out", default=None, help="run folder for checkpoint.pt and log.json (default runs/PRESET_MODE)")
-    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    tr.add_argument("--init-from", default=None, metavar="CHECKPOINT",
-                    help="warm start: begin from this run's weights (same network; any image size or blur); "
-                         "with pretraining, its denoiser is fine-tuned first; recorded in the run's log")
-    tr.add_argument("--device", default=None, help="cpu or cuda (default: the preset's)")
-    tr.add_argument("--size", type=_positive_int, default=None, help="image side (default: the preset's)")
-    for name in TRAIN_OVERRIDES:
-        kind = str if name == "blur" else (float if name in ("lr", "eta", "tol", "lipschitz", "rho") else int)
-        tr.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"override the preset's {name}")
-    tr.add_argument("--data-step", choices=["gradient", "proximal"], default=None,
-                    help="DE-GRAD's explicit data step (eq. 3.5) or the exact (proximal) one of chapter 6; "
-                         "default: the preset's")
-    tr.add_argument("--activation", choices=["relu", "maxmin"], default=None,
-                    help="the network's nonlinearity (default: the preset's, relu)")
-    tr.add_argument("--arch", choices=["dncnn", "cpl"], default=None,
-                    help="the network f: the paper's spectrally normalised DnCNN or convex potential layers "
-                         "(chapter 6; default: the preset's, dncnn)")
-    tr.add_argument("--skip", action=argparse.BooleanOptionalAction, default=None,
-                    help="f = c + eps (alpha (x - c) + (1 - alpha) g(x - c)) with a 1-Lipschitz g (chapter 6)")
-    tr.add_argument("--neumann-k", type=_nonnegative_int, default=5)
-    tr.add_argument("--unroll-k", type=_positive_int, default=20)
-    tr.add_argument("--backward-tol", type=_positive_float, default=1e-4)
-    tr.add_argument("--backward-max-iter", type=_positive_int, default=200)
-    tr.add_argument("--backward-solver", choices=["fixed_point", "cg_normal"], default="fixed_point")
-    tr.add_argument("--n-eval", type=_positive_int, default=64,
-                    help="test images scored after every epoch (with --data-cache: at most its test split; "
-                         "else at most the preset's n_test)")
-    tr.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many optimiser steps in all")
-    tr.add_argument("--eval-every", type=_nonnegative_int, default=0, help="also score the eval images every N steps")
-    tr.add_argument("--checkpoint-every", type=_nonnegative_int, default=0,
-                    help="also checkpoint every N steps within an epoch, so an interrupted run "
-                         "loses at most N steps on --resume (default: only at epoch ends)")
-    tr.add_argument("--amp", action="store_true", help="bfloat16 autocast on a GPU")
-    tr.add_argument("--channels-last", action="store_true",
-                    help="run the convex-potential network on channels-last tensors (about 1.8x faster on a CPU "
-                         "at 128 px; the same map up to float rounding)")
-    tr.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    pr.add_argument("--encode", choices=["webp", "jpeg"], default=None,
+                    help="store the images compressed (a compact cache to carry to a GPU machine; "
+                         "10,000 images at 128 px: about 37 MB in WebP at quality 90)")
+    pr.add_argument("--quality", type=_positive_int, default=90, help="quality of --encode, 1-100 (default 90)")
+    for name in ("train", "paper-run"):
+        _add_train_arguments(subs[name])
+    pp = subs["paper-run"]
+    pp.add_argument("--budget", type=_positive_float, required=True,
+                    help="seconds for the whole command: training JFB (40%%), then IFT (30%%), then scoring")
+    pp.add_argument("--n-val", type=_positive_int, default=100, help="validation images that tune TV (default 100)")
+    pp.add_argument("--n-test", type=_positive_int, default=None, help="score only the first N test images")
+    pp.add_argument("--tv-grid", default=None, help="comma-separated TV weights to tune over")
     be = subs["bench"].add_subparsers(dest="which", metavar="BENCHMARK")
     be.required = True
     bench_help = {"solvers": "plain iteration against Anderson acceleration (chapter 3)",

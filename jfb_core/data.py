@@ -337,7 +337,8 @@ def measure(A: GaussianBlur, x: torch.Tensor, noise_std: float, seed: int = 0,
 
 def prepare_celeba(root: str | os.PathLike[str] | None, out: str | os.PathLike[str], size: int = 128,
                    subset: str = "paper", splits: Sequence[str] = ("train", "test"),
-                   limit: int | None = None, progress=None, overwrite: bool = False) -> dict:
+                   limit: int | None = None, progress=None, overwrite: bool = False,
+                   encode: str | None = None, quality: int = 90) -> dict:
     """Decode and resize CelebA once into one file: ``uint8`` images ``(N, 3, size, size)``.
 
     The file (``torch.save``) holds ``images``, ``ids`` (CelebA image numbers),
@@ -349,7 +350,17 @@ def prepare_celeba(root: str | os.PathLike[str] | None, out: str | os.PathLike[s
     is refused unless ``overwrite``; an ``out`` that cannot be written is refused
     before any image is decoded. The cache also stores ``hash``, a digest of its
     content (:func:`cache_hash`), by which a resumed run recognises its data.
+
+    ``encode="webp"`` (or ``"jpeg"``) stores each image compressed at ``quality``
+    instead of as raw bytes: a compact cache to carry to another machine (10,000
+    images at 128 px: about 37 MB in WebP at quality 90, against 470 MB raw; the coding
+    itself costs about 40 dB PSNR). The images a run sees are the decoded ones, and
+    the hash is theirs; :func:`load_cache` decodes them.
     """
+    if encode not in (None, *ENCODINGS):
+        raise UserError(f"encode must be one of {ENCODINGS} (or None for raw), got {encode!r}")
+    if not 1 <= int(quality) <= 100:
+        raise UserError(f"quality must be in 1..100, got {quality}")
     out = Path(out)
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; give a file name such as {out / 'celeba.pt'}")
@@ -381,10 +392,46 @@ def prepare_celeba(root: str | os.PathLike[str] | None, out: str | os.PathLike[s
         skipped += [f"{q}: another file with the same image number was used" for q in ds.duplicates]
     cache = {"images": torch.stack(images), "ids": torch.tensor(ids, dtype=torch.long), "splits": index,
              "size": int(size), "subset": subset, "skipped": skipped, "source": str(find_celeba_images(root))}
+    if encode is not None:
+        cache["encoded"] = [_encode(img, encode, int(quality)) for img in cache["images"]]
+        cache["format"], cache["quality"] = encode, int(quality)
+        cache["images"] = _decode_all(cache["encoded"], int(size))  # what a run will see
     cache["hash"] = cache_hash(cache)
+    if encode is not None:
+        del cache["images"]
     path = save_atomic(cache, out)
     return {"path": str(path), "counts": {k: len(v) for k, v in index.items()}, "skipped": skipped,
             "bytes": path.stat().st_size, "hash": cache["hash"]}
+
+
+ENCODINGS = ("webp", "jpeg")
+
+
+def _encode(img: torch.Tensor, fmt: str, quality: int) -> torch.Tensor:
+    """One ``(3, S, S)`` uint8 image as the bytes of a WebP or JPEG file (a uint8 tensor)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, fmt.upper(), quality=quality)
+    return torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)
+
+
+def _decode_all(encoded: Sequence[torch.Tensor], size: int) -> torch.Tensor:
+    """The ``(N, 3, size, size)`` uint8 images of a compact cache."""
+    import io
+
+    from PIL import Image
+
+    out = torch.empty(len(encoded), 3, size, size, dtype=torch.uint8)
+    for i, data in enumerate(encoded):
+        with Image.open(io.BytesIO(data.numpy().tobytes())) as im:
+            arr = np.asarray(im.convert("RGB"))
+        if arr.shape != (size, size, 3):
+            raise BadDataCache(f"image {i} of the compact cache decodes to {arr.shape}, not ({size}, {size}, 3)")
+        out[i] = torch.from_numpy(arr.copy()).permute(2, 0, 1)
+    return out
 
 
 def cache_hash(cache: dict) -> str:
@@ -420,6 +467,11 @@ def load_cache(path: str | os.PathLike[str]) -> dict:
     if not isinstance(cache, dict):
         raise BadDataCache(f"{path} is not a jfb_core data cache (it holds a {type(cache).__name__}); "
                            f"make one with `python -m jfb_core prepare`")
+    if "encoded" in cache and "images" not in cache:  # a compact cache: decode it once here
+        try:
+            cache["images"] = _decode_all(cache["encoded"], int(cache["size"]))
+        except (OSError, ValueError, KeyError) as exc:
+            raise BadDataCache(f"{path} is damaged: an image does not decode ({exc}); make it again") from None
     for key in ("images", "ids", "splits", "size"):
         if key not in cache:
             raise BadDataCache(f"{path} is not a jfb_core data cache (no {key!r}); "
@@ -437,6 +489,6 @@ def load_cache(path: str | os.PathLike[str]) -> dict:
     return cache
 
 
-__all__ = ["BadImage", "cache_hash", "load_cache", "readable_batches", "BUNDLED_PHOTOS", "CELEBA_ENV", "CELEBA_OFFICIAL", "CELEBA_PAPER", "CelebAFolder",
+__all__ = ["BadImage", "ENCODINGS", "cache_hash", "load_cache", "readable_batches", "BUNDLED_PHOTOS", "CELEBA_ENV", "CELEBA_OFFICIAL", "CELEBA_PAPER", "CelebAFolder",
            "Photo", "SPLITS", "bundled_images", "bundled_photo", "find_celeba_images",
            "iterate_batches", "load_image", "measure", "photo_names", "prepare_celeba"]

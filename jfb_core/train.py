@@ -56,7 +56,8 @@ DATA_KEYS = ("image_size", "channels", "blur", "padding", "noise_std")  # must m
 MODEL_KEYS = DATA_KEYS + ("depth", "width", "lipschitz", "rho", "data_step", "skip", "activation", "arch")
 # what a resumed run may change: how long it runs, how often it reports, where its data file lies
 # (the data is recognised by its content hash), the device; every other key shapes the result
-RESUME_MAY_CHANGE = ("epochs", "max_steps", "eval_every", "checkpoint_every", "data_cache", "device", "channels_last",
+RESUME_MAY_CHANGE = ("epochs", "max_steps", "max_seconds", "eval_every", "checkpoint_every", "data_cache", "device",
+                     "channels_last",
                      "bench_sizes", "bench_batch", "bench_repeats", "description", "name")
 # the keys of a run's configuration that are neither Preset nor TrainOptions fields
 RUN_EXTRA_KEYS = ("data_hash",)
@@ -81,6 +82,7 @@ class TrainOptions:
     checkpoint_every: int = 0  # also checkpoint every this many steps, mid-epoch (0: only after each epoch)
     init_from: str | None = None  # warm start: a checkpoint whose weights (any image size) start the run
     channels_last: bool = False  # run a CPLNet on channels-last tensors (faster on a CPU; same map)
+    max_seconds: float | None = None  # stop cleanly once this much training time is spent (a budget)
 
     def __post_init__(self) -> None:
         if self.grad_mode not in GRAD_MODES:
@@ -99,6 +101,8 @@ class TrainOptions:
             raise UserError(f"backward_tol must be positive (a relative residual), got {self.backward_tol}")
         if self.max_steps is not None and self.max_steps < 1:
             raise UserError(f"max_steps must be >= 1 (or not given), got {self.max_steps}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise UserError(f"max_seconds must be positive (or not given), got {self.max_seconds}")
         if not self.pretrain_noise >= 0:
             raise UserError(f"pretrain_noise must be >= 0, got {self.pretrain_noise}")
 
@@ -603,12 +607,14 @@ def _train(preset: Preset, options: TrainOptions, out_dir: Path, device: str, re
         if world > 1:
             net = torch.nn.parallel.DistributedDataParallel(model, device_ids=None if device == "cpu" else [device])
         stop = "finished"
-        if state.epoch >= preset.epochs or (options.max_steps is not None and state.steps >= options.max_steps):
+        if (state.epoch >= preset.epochs or (options.max_steps is not None and state.steps >= options.max_steps)
+                or (options.max_seconds is not None and state.train_seconds >= options.max_seconds)):
             stop = "already complete"
         while stop == "finished" and state.epoch < preset.epochs:
             data = (x_train, id_train, x_eval, id_eval)
             if _train_epoch(state, net, preset, options, data, out_dir, device, progress, rank, world):
-                stop = "max_steps"
+                stop = ("time budget" if options.max_seconds is not None
+                        and state.train_seconds >= options.max_seconds else "max_steps")
     except KeyboardInterrupt:
         where = (f"the last checkpoint is {out_dir / 'checkpoint.pt'} ({state.saved_at}); continue with --resume"
                  if state.saved_at != "nothing yet" else "nothing was saved yet")
@@ -678,6 +684,10 @@ def _train_epoch(state: RunState, net, preset: Preset, options: TrainOptions, da
             t_epoch += time.perf_counter() - paused
         if options.max_steps is not None and state.steps >= options.max_steps:
             hit_max = True
+            break
+        spent = state.train_seconds + time.perf_counter() - t_epoch
+        if options.max_seconds is not None and spent >= options.max_seconds:
+            hit_max = True  # the time budget: end the epoch here, score and checkpoint as usual
             break
         if options.checkpoint_every and state.steps % options.checkpoint_every == 0 and b + 1 < len(batches):
             # mid-epoch: the epoch counter stays, the batches done and the epoch's running sums
