@@ -95,8 +95,11 @@ class SpectralConv2d(nn.Module):
         # the power-iteration vector takes the size of the first input: adopt the saved
         # one's shape so that a checkpoint loads into a freshly built layer
         saved = state_dict.get(prefix + "u")
-        if saved is not None:  # (a published checkpoint stores it in float16: take the weight's dtype)
-            self.u = torch.empty_like(saved, dtype=self.weight.dtype, device=self.u.device)
+        if saved is None:  # a slim checkpoint without it: estimated afresh at the first input
+            state_dict[prefix + "u"] = torch.zeros(0)
+            saved = state_dict[prefix + "u"]
+        # (a published checkpoint may store it in float16: take the weight's dtype)
+        self.u = torch.empty_like(saved, dtype=self.weight.dtype, device=self.u.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _conv(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -108,7 +111,8 @@ class SpectralConv2d(nn.Module):
     @torch.no_grad()
     def _power(self, size: tuple[int, int], iters: int) -> None:
         w = self.weight.detach()
-        if self.u.dim() != 4 or tuple(self.u.shape[-2:]) != tuple(size) or self.u.dtype != w.dtype:
+        fresh = self.u.dim() != 4 or tuple(self.u.shape[-2:]) != tuple(size) or self.u.dtype != w.dtype
+        if fresh or not bool(self.u.any()):  # (a zero vector comes from a slim checkpoint without them)
             g = torch.Generator(device="cpu").manual_seed(1234)
             u = torch.randn(1, self.in_channels, *size, generator=g, dtype=w.dtype).to(w.device)
             self.u = u / u.norm()

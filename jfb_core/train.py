@@ -732,17 +732,25 @@ def _end_epoch(state: RunState, preset: Preset, sums: dict[str, Any], x_eval, id
         torch.distributed.barrier()
 
 
-def slim_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+def slim_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                    keep_power_vectors: bool = True) -> Path:
     """A copy of a checkpoint for publishing: without the optimiser state, and with the
     power-iteration vectors ``u`` of the spectral layers (image-sized, most of what is left)
     stored in float16. They only warm-start the norm estimate; a model scores with the
-    stored ``sigma``, so the slim checkpoint gives the same outputs as the full one."""
+    stored ``sigma``, so the slim checkpoint gives the same outputs as the full one.
+
+    ``keep_power_vectors=False`` stores each as a zero of its shape (a single stored number:
+    at 128 px the vectors are most of the file). The network still scores with the stored
+    ``sigma``, so its outputs are the same; training from such a file restarts the power
+    iteration from a random vector."""
     ckpt = read_checkpoint(src)
     ckpt.pop("optimizer", None)
     for key in ("model", "denoiser"):
         state = ckpt.get(key)
         if state:
-            ckpt[key] = {k: v.half() if k == "u" or k.endswith(".u") else v for k, v in state.items()}
+            is_u = lambda k: k == "u" or k.endswith(".u")  # noqa: E731
+            ckpt[key] = {k: (v.half() if keep_power_vectors else torch.zeros((), dtype=torch.float16).expand(v.shape))
+                         if is_u(k) else v for k, v in state.items()}
     return save_atomic(ckpt, dst)
 
 

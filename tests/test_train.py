@@ -360,6 +360,17 @@ def test_slim_checkpoint_is_smaller_and_scores_the_same(tmp_path):
     d = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(b.eval()(d), a.eval()(d), rtol=0, atol=0)
 
+    # without the power vectors: a single stored number each, the same outputs, and the
+    # norm estimate restarts from a random (non-zero) vector when the layer trains again
+    bare = slim_checkpoint(run / "checkpoint.pt", tmp_path / "bare.pt", keep_power_vectors=False)
+    assert bare.stat().st_size < slim_size
+    c, _ = load_checkpoint(bare)
+    torch.testing.assert_close(c.eval()(d), a.eval()(d), rtol=0, atol=0)
+    layer = c.f.spectral_layers()[0]
+    assert not layer.u.any()
+    assert layer.certify((32, 32)) == pytest.approx(a.f.spectral_layers()[0].certify((32, 32)), rel=1e-4)
+    assert layer.u.norm() == pytest.approx(1.0)
+
 
 COMMITTED = sorted((Path(__file__).resolve().parents[1] / "results" / "train").glob("*/checkpoint.pt"))
 
