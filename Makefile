@@ -18,7 +18,7 @@ export JFB_PRESET ?= fast
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
 .PHONY: help install mathjax sync check-sync notebooks lab book book-strict \
-        pytest nbval test clean reproduce train128
+        pytest nbval test clean reproduce train128 train128-ift
 
 help:
 	@echo "make book        set up and build the course HTML ($(BOOK_HTML))"
@@ -187,3 +187,11 @@ train128: $(STAMP)
 	  $(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 128 --out "$(CACHE128)")
 	$(BIN)/python -m jfb_core train $(TRAIN128) --blur 9x9_var5 --epochs 1 --max-steps 300 --grad-mode jfb \
 	  --out $(RUNS128)/celeba128_9x9_var5_cpl_jfb
+
+# its IFT companion, warm-started from the 64-px IFT run; IFT steps cost more, so the run also
+# stops at a wall-clock budget of 70 minutes (MAXSEC) to be scored beside JFB at a like time
+train128-ift: $(STAMP)
+	@test -f "$(CACHE128)" || (test -n "$(CELEBA)" || (echo "usage: make train128-ift CELEBA=/path/to/celeba"; exit 2); \
+	  $(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 128 --out "$(CACHE128)")
+	$(BIN)/python -m jfb_core train $(subst cpl_jfb,cpl_ift,$(TRAIN128)) --blur 9x9_var5 --epochs 1 --max-steps 300 \
+	  --max-seconds $(or $(MAXSEC),4200) --grad-mode ift --out $(RUNS128)/celeba128_9x9_var5_cpl_ift

@@ -226,6 +226,19 @@ def _pnp_summary(cfg: dict, max_iter: int, tol: float) -> dict:
     return {**cfg, "pnp_solver": solver}
 
 
+def _lipschitz_record(f, size: int, certify: bool) -> dict:
+    """The certificate of ``f`` at the evaluation size; with ``certify``, the stored norms are
+    first replaced by their upper bounds, so the network scored meets its Lipschitz target."""
+    from jfb_core.models import certify_stored_norms, lipschitz_certificate
+
+    record = {"as_trained": lipschitz_certificate(f, (size, size))}
+    if certify:
+        certify_stored_norms(f, (size, size))
+        record["as_scored"] = lipschitz_certificate(f, (size, size), power_iters=0)
+    record["norms_certified_for_scoring"] = bool(certify)
+    return record
+
+
 def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
     """Reconstructors from ``--checkpoint NAME=PATH`` (DE-GRAD) and ``pnp`` (the first checkpoint's denoiser)."""
     import torch
@@ -254,6 +267,7 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
             model.inner_max_iter = max(model.inner_max_iter, 1000)
         dtype = torch.float64 if args.float64 else torch.float32
         model.to(dtype)
+        lipschitz = _lipschitz_record(model.f, preset.image_size, args.certify)
         check_compatible(ckpt["config"], {**ckpt["config"], **preset.to_dict()},
                          keys=DATA_KEYS, what=f"evaluate {path}")
         solver = {"images": 0, "converged": 0.0, "iterations": 0, "residual_max": 0.0}
@@ -275,7 +289,8 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
                         "solve_tol": model.tol, "solve_max_iter": model.max_iter, "solver": solver,
                         "dtype": str(dtype).removeprefix("torch."),
                         "inner_tol": model.inner_tol if model.data_step == "proximal" else None,
-                        "grad_mode": ckpt["config"]["grad_mode"], "final_log": ckpt["log"][-1] if ckpt["log"] else None}
+                        "grad_mode": ckpt["config"]["grad_mode"], "final_log": ckpt["log"][-1] if ckpt["log"] else None,
+                        "lipschitz": lipschitz}
     if "pnp" in methods:
         if first is None or first[1].get("denoiser") is None:
             raise UserError("pnp needs --checkpoint of a run with pretraining (its denoiser is used)")
@@ -285,6 +300,7 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
         f.load_state_dict(ckpt["denoiser"])
         pnp_dtype = torch.float64 if args.float64 else torch.float32
         f.to(pnp_dtype).eval()
+        denoiser_lipschitz = _lipschitz_record(f, preset.image_size, args.certify)
         A = model.A
         steps = number_list(args.pnp_step, "--pnp-step")
         if any(not 0 < t < 2 for t in steps):  # 2 / L with L = ||A||^2 <= 1 for a normalised blur
@@ -313,7 +329,7 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
                          "scheme": "proximal gradient, step" + (" and denoiser strength" if strengths != (1.0,) else "")
                          + " tuned on validation", "strengths": list(strengths), "calls": pnp_calls,
                          "dtype": str(pnp_dtype).removeprefix("torch."),
-                         "pretrain_noise": ckpt["config"].get("pretrain_noise")}
+                         "pretrain_noise": ckpt["config"].get("pretrain_noise"), "lipschitz": denoiser_lipschitz}
     return extra, config
 
 
@@ -625,6 +641,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="Anderson tolerance for the checkpoints' fixed points (default: the trained one)")
     ev.add_argument("--solve-max-iter", type=_positive_int, default=None,
                     help="Anderson iteration cap for the checkpoints (default: the trained one)")
+    ev.add_argument("--certify", action="store_true",
+                    help="score each checkpoint (and the pnp denoiser) with its layers' stored norm estimates "
+                         "replaced by certified upper bounds at the test size, so that Lip(f) meets its target; "
+                         "the certificate of the network as trained is recorded either way")
     ev.add_argument("--float64", action="store_true",
                     help="solve the checkpoints' fixed points, and Plug-and-Play's, in float64 (float32 cannot "
                          "resolve a --solve-tol or --pnp-tol much below 1e-5); with --solve-tol the proximal "

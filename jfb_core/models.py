@@ -567,6 +567,72 @@ class DEGRAD(nn.Module):
                       stats=self.last_backward)
 
 
+def conv_norm_upper(weight: torch.Tensor, size: tuple[int, int]) -> float:
+    """An upper bound on the operator norm of the zero-padded 'same' convolution with
+    ``weight`` on ``size`` images, from the Fourier transform of the kernel.
+
+    Zero-pad the image onto an ``(H + k - 1) x (W + k - 1)`` torus, convolve circularly,
+    crop: the padding and the crop have norm at most 1 and the middle is the 'same'
+    convolution exactly, so its norm is at most the circular one's, which is the largest
+    singular value of the ``c_out x c_in`` matrix ``K^(omega)`` over the torus's frequencies.
+    The power iteration of :meth:`SpectralConv2d.certify` approaches the norm from below;
+    this bounds it from above, so the two bracket it."""
+    k = weight.shape[-1]
+    grid = (size[0] + k - 1, size[1] + k - 1)
+    spectrum = torch.fft.fft2(weight.detach().double().cpu(), s=grid)  # (c_out, c_in, H', W')
+    return float(torch.linalg.matrix_norm(spectrum.permute(2, 3, 0, 1), ord=2).max())
+
+
+@torch.no_grad()
+def lipschitz_certificate(f: nn.Module, size: tuple[int, int], power_iters: int = 300) -> dict:
+    """The Lipschitz constant of ``f`` as it computes in evaluation, certified at ``size``.
+
+    In evaluation a spectral layer divides by its *stored* norm estimate ``sigma``: the
+    running power iteration of training, which approaches the norm from below and lags
+    behind the moving weights, so it can be too small and the layer then exceeds its bound.
+    This reads each stored ``sigma``, brackets the layer's true operator norm (a converged
+    float64 power iteration below, :func:`conv_norm_upper` above) and bounds ``Lip(f)`` with
+    the upper values: a convex potential layer ``s - (2 / sigma^2) W^T relu(W s + b)`` is
+    ``max(1, 2 (||W|| / sigma)^2 - 1)``-Lipschitz, a bounded convolution
+    ``||W|| / max(1, sigma / bound)``; products through the layers and the averaged form as
+    the network composes them. ``f`` itself is left untouched; ``power_iters`` caps the
+    power iteration (warm-started from the stored vector) that gives the lower values."""
+    import copy
+
+    layers = f.spectral_layers()
+    stored = [float(layer.sigma) for layer in layers]
+    probe = copy.deepcopy(f).double()
+    lower = [layer.certify(size, iters=power_iters, tol=1e-9) for layer in probe.spectral_layers()]
+    upper = [conv_norm_upper(layer.weight, size) for layer in layers]
+    if getattr(f, "batchnorm", "none") != "none":
+        bound_g = math.inf  # batch normalisation: no bound (chapter 4)
+    elif f.arch == "cpl":
+        bound_g = math.prod(max(1.0, 2 * (u / s) ** 2 - 1) for s, u in zip(stored, upper))
+    else:
+        bound_g = math.prod(u / max(1.0, s / layer.bound) for layer, s, u in zip(layers, stored, upper))
+    if f.skip:
+        a = float(f.alpha)
+        bound = f.lipschitz * (a + (1 - a) * bound_g)
+    else:  # a plain DnCNN's per-layer bounds already include the factor; CPLNet scales g by it
+        bound = bound_g if f.arch != "cpl" else f.lipschitz * bound_g
+    return {"size": list(size), "lipschitz_target": f.lipschitz, "lipschitz_bound": bound,
+            "sigma_stored": stored, "sigma_lower": lower, "sigma_upper": upper,
+            "stored_over_upper_min": min(s / u for s, u in zip(stored, upper))}
+
+
+@torch.no_grad()
+def certify_stored_norms(f: nn.Module, size: tuple[int, int]) -> None:
+    """Replace every layer's stored ``sigma`` by :func:`conv_norm_upper` at ``size``, so that
+    ``f`` in evaluation meets its Lipschitz target for images up to that size (a slightly
+    stronger normalisation than the one it was trained with)."""
+    for layer in f.spectral_layers():
+        upper = conv_norm_upper(layer.weight, size)
+        sigma = torch.tensor(upper, dtype=layer.sigma.dtype, device=layer.sigma.device)
+        if float(sigma) < upper:  # rounded down to the layer's precision: take the next number up
+            sigma = torch.nextafter(sigma, torch.tensor(math.inf, dtype=sigma.dtype, device=sigma.device))
+        layer.sigma = sigma
+
+
 def lipschitz_ratio(fn, x: torch.Tensor, n_pairs: int = 16, scale: float = 1e-1, seed: int = 0) -> float:
     """Largest ``||fn(x + a) - fn(x + b)|| / ||a - b||`` over random perturbation pairs around ``x``.
 
@@ -606,5 +672,6 @@ def lipschitz_power(fn, x: torch.Tensor, iters: int = 30, seed: int = 0) -> floa
 
 
 __all__ = ["ACTIVATIONS", "ARCHS", "BATCHNORM_MODES", "CPLNet", "ConvexPotentialLayer", "DATA_STEPS", "DEGRAD", "DnCNN",
+           "certify_stored_norms", "conv_norm_upper", "lipschitz_certificate",
            "MaxMin", "SolveStats", "make_network",
            "SpectralConv2d", "lipschitz_power", "lipschitz_ratio", "shifted_normal_solve"]

@@ -176,3 +176,43 @@ def test_rho_is_trainable_in_zero_one_and_absent_at_one():
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError):
             _degrad(rho=bad)
+
+
+def test_fourier_bound_and_power_iteration_bracket_the_dense_operator_norm():
+    from jfb_core.models import conv_norm_upper
+
+    torch.manual_seed(3)
+    layer = SpectralConv2d(3, 4, 3, bound=100.0).double()
+    size = (6, 7)
+    x = torch.zeros(1, 3, *size, dtype=torch.float64)
+    dense = torch.autograd.functional.jacobian(lambda v: layer._conv(v, layer.weight), x).reshape(4 * 42, 3 * 42)
+    norm = float(torch.linalg.matrix_norm(dense, ord=2))
+    upper = conv_norm_upper(layer.weight, size)
+    lower = layer.certify(size, iters=3000, tol=1e-12)
+    assert lower <= norm * (1 + 1e-9) and norm <= upper * (1 + 1e-12)
+    assert lower == pytest.approx(norm, rel=1e-4)  # power iteration converges slowly when the gap is small
+    assert upper < 1.5 * norm  # an upper bound, and not a loose one
+
+
+@pytest.mark.parametrize("arch", ["cpl", "dncnn"])
+def test_lipschitz_certificate_bounds_the_network_and_certifying_restores_the_target(arch):
+    from jfb_core.models import certify_stored_norms, lipschitz_certificate, make_network
+
+    torch.manual_seed(0)
+    f = make_network(arch, 3, 8, lipschitz=0.9, skip=True).double()
+    size = (10, 10)
+    f(torch.rand(1, 3, *size, dtype=torch.float64))  # the first input certifies the stored norms
+    for layer in f.spectral_layers():  # then the weights move and the stored estimates lag behind
+        layer.weight.data *= 1.3
+    f.eval()
+    before = [float(layer.sigma) for layer in f.spectral_layers()]
+    cert = lipschitz_certificate(f, size)
+    assert all(lo <= up * (1 + 1e-9) for lo, up in zip(cert["sigma_lower"], cert["sigma_upper"]))
+    assert cert["stored_over_upper_min"] < 0.8 and cert["lipschitz_bound"] > 0.9
+    x = torch.rand(4, 3, *size, dtype=torch.float64)
+    assert lipschitz_ratio(f, x, n_pairs=32) <= cert["lipschitz_bound"] * (1 + 1e-9)
+    assert [float(layer.sigma) for layer in f.spectral_layers()] == before  # the certificate changes nothing
+    certify_stored_norms(f, size)
+    after = lipschitz_certificate(f, size)
+    assert after["lipschitz_bound"] <= 0.9 * (1 + 1e-9)
+    assert lipschitz_ratio(f, x, n_pairs=32) <= 0.9 * (1 + 1e-9)

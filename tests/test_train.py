@@ -314,6 +314,20 @@ def test_evaluate_can_solve_checkpoints_further_than_training_did(tmp_path):
     assert solver["images"] == 4 and 0 <= solver["converged_fraction"] <= 1
     assert solver["iterations_mean"] > 1 and solver["residual_max"] >= 0
     assert (solver["converged_fraction"] == 1) == (solver["residual_max"] <= 1e-6)
+    cert = learned["lipschitz"]
+    assert not cert["norms_certified_for_scoring"] and "as_scored" not in cert
+    assert cert["as_trained"]["size"] == [16, 16] and cert["as_trained"]["lipschitz_bound"] > 0
+
+    # --certify: scored with certified norms, so the bound meets the target; outputs move a little
+    out2 = tmp_path / "certified.json"
+    assert main(["evaluate", "--preset", "fast", "--size", "16", "--methods", "net", "--limit", "4", "--n-val", "4",
+                 "--checkpoint", f"net={run / 'checkpoint.pt'}", "--certify", "--out", str(out2)]) == 0
+    res2 = json.loads(out2.read_text())
+    cert2 = res2["learned"]["net"]["lipschitz"]
+    assert cert2["norms_certified_for_scoring"]
+    assert cert2["as_scored"]["lipschitz_bound"] <= cert2["as_scored"]["lipschitz_target"] * (1 + 1e-9)
+    assert min(cert2["as_scored"]["sigma_stored"][i] / u for i, u in enumerate(cert2["as_scored"]["sigma_upper"])) \
+        == pytest.approx(1.0)
 
 
 def test_evaluate_in_float64_tightens_the_proximal_inner_solve(tmp_path):
