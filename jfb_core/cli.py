@@ -444,7 +444,7 @@ def _train_setup(args: argparse.Namespace):
                            backward_solver=args.backward_solver, n_eval=args.n_eval, data_cache=args.data_cache,
                            amp=args.amp, max_steps=args.max_steps, eval_every=args.eval_every,
                            checkpoint_every=args.checkpoint_every, init_from=args.init_from,
-                           channels_last=args.channels_last)
+                           channels_last=args.channels_last, max_seconds=getattr(args, "max_seconds", None))
     if preset.dataset == "celeba" and not args.data_cache:
         raise UserError("the preset trains on CelebA: pass --data-cache FILE made by "
                         "`python -m jfb_core prepare --data /path/to/celeba`")
@@ -664,6 +664,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--quality", type=_positive_int, default=90, help="quality of --encode, 1-100 (default 90)")
     for name in ("train", "paper-run"):
         _add_train_arguments(subs[name])
+    subs["train"].add_argument("--max-seconds", type=_positive_float, default=None,
+                               help="stop cleanly (checkpointed, resumable) once training has run this many "
+                                    "seconds in all, resumed sessions included")
     pp = subs["paper-run"]
     pp.add_argument("--budget", type=_positive_float, required=True,
                     help="seconds for the whole command: training JFB (40%%), then IFT (30%%), then scoring")

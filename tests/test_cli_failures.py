@@ -209,6 +209,7 @@ def test_a_corrupt_or_foreign_data_cache_is_a_clear_error(tmp_path, capsys):
     (["--max-steps", "0"], None),
     (["--grad-mode", "ift", "--backward-max-iter", "0"], None),
     (["--grad-mode", "ift", "--backward-tol", "0"], None),
+    (["--max-seconds", "0"], None),
 ])
 def test_bad_training_flags_are_refused_before_any_work(tmp_path, capsys, argv, words):
     out = tmp_path / "r"
@@ -356,3 +357,17 @@ def test_a_programming_error_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(jfb_core.cli, "_cmd_info", broken)
     with pytest.raises(TypeError, match="unsupported operand"):
         jfb_core.cli.main(["info"])
+
+
+def test_train_max_seconds_stops_cleanly_and_the_run_resumes_with_more(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["train", *TINY, "--epochs", "20", "--pretrain-epochs", "0", "--out", str(out),
+                 "--max-seconds", "0.01"]) == 0
+    assert capsys.readouterr().out.startswith("time budget: 1 epoch(s) logged")
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["config"]["max_seconds"] == 0.01 and ckpt["steps"] == 1
+    # a larger budget on --resume continues the same run (max_seconds may change on resume)
+    assert main(["train", *TINY, "--epochs", "20", "--pretrain-epochs", "0", "--out", str(out),
+                 "--max-seconds", "1000", "--max-steps", "3", "--resume"]) == 0
+    assert capsys.readouterr().out.startswith("max_steps")
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["steps"] == 3
