@@ -54,7 +54,8 @@ def device_description(device: str | None = None) -> str:
     dev = torch.device(device) if device else torch.device("cpu")
     if dev.type == "cuda" and torch.cuda.is_available():
         return f"cuda: {torch.cuda.get_device_name(dev)}"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"cpu ({n} thread{'' if n == 1 else 's'})"
 
 
 def environment_info(device: str | None = None) -> dict[str, Any]:
