@@ -17,7 +17,8 @@ from typing import Callable, Sequence
 import torch
 
 from jfb_core.metrics import psnr
-from jfb_core.operators import GaussianBlur, conjugate_gradient
+from jfb_core.operators import GaussianBlur
+from jfb_core.solvers import conjugate_gradient
 from jfb_core.regularizers import tv, tv_grad, tv_lipschitz
 from jfb_core.errors import UserError
 

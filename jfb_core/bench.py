@@ -16,7 +16,12 @@ from typing import Callable
 import torch
 
 from jfb_core.config import Preset
+from jfb_core.data import bundled_images, CelebAFolder, measure
 from jfb_core.errors import UserError
+from jfb_core.models import DEGRAD, DnCNN
+from jfb_core.operators import blur_from_setting
+from jfb_core.regularizers import tv_grad, tv_lipschitz
+from jfb_core.solvers import anderson, fixed_point
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -47,9 +52,6 @@ def tv_fixed_point_map(preset: Preset, size: int, batch: int, device: str, lam: 
     the same shape and data term as the DE-GRAD map of chapter 4, with TV in place
     of the learned regulariser. Returns ``(T, z0)`` with ``z0 = A^T d``.
     """
-    from jfb_core.data import bundled_images, measure
-    from jfb_core.operators import blur_from_setting
-    from jfb_core.regularizers import tv_grad, tv_lipschitz
 
     A = blur_from_setting(preset.blur, padding=preset.padding)
     x = bundled_images("val", size, n=batch, seed=seed, scale=max(1, 256 // size)).to(device)
@@ -69,7 +71,6 @@ def bench_solvers(preset: Preset, device: str = "cpu", size: int | None = None, 
     Also the overhead of Anderson's least-squares step relative to one evaluation
     of the map. Sizes default to the preset's largest benchmark size and batch.
     """
-    from jfb_core.solvers import anderson, fixed_point
 
     size = size or max(preset.bench_sizes)
     batch = batch or preset.bench_batch
@@ -147,9 +148,6 @@ def bench_memory(preset: Preset, device: str = "cpu", iterations: tuple[int, ...
     the bytes autograd saved for the backward pass (:class:`SavedTensorMeter`) and,
     on a GPU, the peak CUDA allocation during forward and backward.
     """
-    from jfb_core.data import bundled_images, measure
-    from jfb_core.models import DEGRAD, DnCNN
-    from jfb_core.operators import blur_from_setting
 
     size = size or preset.image_size
     batch = batch or preset.bench_batch
@@ -238,7 +236,6 @@ BACKWARD_METHODS = {
 def _bench_batch(size: int, batch: int, seed: int, data: str | None, device: str) -> tuple[torch.Tensor, str]:
     """A fixed batch of ``batch`` images at ``size`` x ``size``: CelebA when ``data`` is given
     (the first images of the paper's training range), else the bundled training photographs."""
-    from jfb_core.data import CelebAFolder, bundled_images
 
     if data:
         ds = CelebAFolder(data, "train", size=size, subset="paper", limit=batch)
@@ -285,9 +282,6 @@ def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] |
     """
     import copy
 
-    from jfb_core.data import measure
-    from jfb_core.models import DEGRAD, DnCNN
-    from jfb_core.operators import blur_from_setting
 
     unknown = sorted(set(methods) - set(BACKWARD_METHODS))
     if unknown:

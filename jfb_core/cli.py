@@ -13,8 +13,19 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from jfb_core.config import BLURS, PRESETS
+from jfb_core import bench
+from jfb_core.baselines import pnp_pgd
+from jfb_core.config import (ACTIVATIONS, ARCHS, BLURS, DATA_STEPS, get_preset, GRAD_MODES, IFT_SOLVERS,
+    PADDINGS, PRESETS)
+from jfb_core.data import bundled_images, CelebAFolder, prepare_celeba, readable_batches
 from jfb_core.errors import UserError
+from jfb_core.evaluate import (CLASSICAL_METHODS, ClassicalSettings, evaluate_classical, format_weight,
+    plot_grid, Split)
+from jfb_core.models import certify_stored_norms, lipschitz_certificate, make_network
+from jfb_core.paper import paper_run
+from jfb_core.provenance import environment_info, provenance, write_json
+from jfb_core.train import check_compatible, DATA_KEYS, load_checkpoint, train, TrainingDiverged, TrainOptions
+
 
 COMMANDS = {
     "info": "show versions, device and the active preset",
@@ -91,20 +102,12 @@ def _add_preset(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from jfb_core.config import get_preset
-    from jfb_core.provenance import environment_info
-
     preset = get_preset(args.preset)
     print(json.dumps({"environment": environment_info(), "preset": preset.to_dict()}, indent=2))
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from jfb_core.config import get_preset
-    from jfb_core.data import CelebAFolder, bundled_images, readable_batches
-    from jfb_core.evaluate import CLASSICAL_METHODS, Split, evaluate_classical, format_weight
-    from jfb_core.provenance import provenance, write_json
-
     preset = get_preset(args.preset)
     check_device(args.device)
     overrides = {k: v for k, v in (("blur", args.blur), ("padding", args.padding),
@@ -152,7 +155,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 yield [100_000 + start + i for i in range(len(batch))], batch
 
         test = Split("bundled-test", images, size, f"bundled test photographs, {len(x_test)} crops of {size}x{size}")
-    from jfb_core.evaluate import ClassicalSettings
 
     settings = ClassicalSettings()
     if args.tv_grid:
@@ -180,7 +182,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     out = args.out or f"results/baselines/{test.name}_{preset.blur}_{preset.padding}.json"
     write_json(out, result)
     if images is not None:
-        from jfb_core.evaluate import plot_grid
 
         names = {"truth": "ground truth", "measured": "noisy blurred", "direct": "direct inverse",
                  "tikhonov": "Tikhonov", "tv": "gradient descent, TV", "pnp": "Plug-and-Play",
@@ -229,7 +230,6 @@ def _pnp_summary(cfg: dict, max_iter: int, tol: float) -> dict:
 def _lipschitz_record(f, size: int, certify: bool) -> dict:
     """The certificate of ``f`` at the evaluation size; with ``certify``, the stored norms are
     first replaced by their upper bounds, so the network scored meets its Lipschitz target."""
-    from jfb_core.models import certify_stored_norms, lipschitz_certificate
 
     record = {"as_trained": lipschitz_certificate(f, (size, size))}
     if certify:
@@ -243,9 +243,6 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
     """Reconstructors from ``--checkpoint NAME=PATH`` (DE-GRAD) and ``pnp`` (the first checkpoint's denoiser)."""
     import torch
 
-    from jfb_core.baselines import pnp_pgd
-    from jfb_core.models import make_network
-    from jfb_core.train import DATA_KEYS, check_compatible, load_checkpoint
 
     extra, config = {}, {}
     first = None
@@ -337,10 +334,6 @@ BENCHMARKS = ("solvers", "memory", "backward")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from jfb_core import bench
-    from jfb_core.config import get_preset
-    from jfb_core.provenance import provenance, write_json
-
     preset = get_preset(args.preset)
     device = check_device(args.device or ("cuda" if preset.device == "cuda" else "cpu"))
     if args.which == "solvers":
@@ -390,7 +383,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from jfb_core.data import prepare_celeba
 
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     out = args.out or f"runs/celeba_{args.subset}_{args.size}.pt"
@@ -422,8 +414,6 @@ def _train_setup(args: argparse.Namespace):
     """``(preset, options, device)`` from the training flags, checked before any work."""
     import torch
 
-    from jfb_core.config import get_preset
-    from jfb_core.train import TrainOptions
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -460,8 +450,6 @@ def _train_setup(args: argparse.Namespace):
 
 
 def _cmd_paper_run(args: argparse.Namespace) -> int:
-    from jfb_core.paper import paper_run
-
     if not args.data_cache:
         raise UserError("paper-run needs --data-cache FILE (from `python -m jfb_core prepare --encode webp ...`)")
     if not args.out:
@@ -483,7 +471,6 @@ def _cmd_paper_run(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from jfb_core.train import TrainingDiverged, train
 
     preset, options, device = _train_setup(args)
     out = args.out or f"runs/{preset.name}_{options.grad_mode}"
@@ -545,7 +532,7 @@ def torch_device_kind(device: str) -> str:
 
 
 def _add_train_arguments(tr: argparse.ArgumentParser) -> None:
-    tr.add_argument("--grad-mode", choices=["jfb", "ift", "neumann", "unrolled"], default="jfb")
+    tr.add_argument("--grad-mode", choices=GRAD_MODES, default="jfb")
     tr.add_argument("--data-cache", default=None, help="cache file from `prepare` (default: the bundled images)")
     tr.add_argument("--out", default=None, help="run folder for checkpoint.pt and log.json (default runs/PRESET_MODE)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -557,12 +544,12 @@ def _add_train_arguments(tr: argparse.ArgumentParser) -> None:
     for name in TRAIN_OVERRIDES:
         kind = str if name == "blur" else (float if name in ("lr", "eta", "tol", "lipschitz", "rho") else int)
         tr.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"override the preset's {name}")
-    tr.add_argument("--data-step", choices=["gradient", "proximal"], default=None,
+    tr.add_argument("--data-step", choices=DATA_STEPS, default=None,
                     help="DE-GRAD's explicit data step (eq. 3.5) or the exact (proximal) one of chapter 6; "
                          "default: the preset's")
-    tr.add_argument("--activation", choices=["relu", "maxmin"], default=None,
+    tr.add_argument("--activation", choices=ACTIVATIONS, default=None,
                     help="the network's nonlinearity (default: the preset's, relu)")
-    tr.add_argument("--arch", choices=["dncnn", "cpl"], default=None,
+    tr.add_argument("--arch", choices=ARCHS, default=None,
                     help="the network f: the paper's spectrally normalised DnCNN or convex potential layers "
                          "(chapter 6; default: the preset's, dncnn)")
     tr.add_argument("--skip", action=argparse.BooleanOptionalAction, default=None,
@@ -571,7 +558,7 @@ def _add_train_arguments(tr: argparse.ArgumentParser) -> None:
     tr.add_argument("--unroll-k", type=_positive_int, default=20)
     tr.add_argument("--backward-tol", type=_positive_float, default=1e-4)
     tr.add_argument("--backward-max-iter", type=_positive_int, default=200)
-    tr.add_argument("--backward-solver", choices=["fixed_point", "cg_normal"], default="fixed_point")
+    tr.add_argument("--backward-solver", choices=IFT_SOLVERS, default="fixed_point")
     tr.add_argument("--n-eval", type=_positive_int, default=64,
                     help="test images scored after every epoch (with --data-cache: at most its test split; "
                          "else at most the preset's n_test)")
@@ -616,7 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default=None, help="CelebA split to score (default: test; the bundled images have only test)")
     ev.add_argument("--methods", default="direct,tikhonov,tv", help="comma-separated methods")
     ev.add_argument("--blur", choices=sorted(BLURS), default=None, help="blur setting (default: the preset's)")
-    ev.add_argument("--padding", choices=["zeros", "circular", "reflect"], default=None)
+    ev.add_argument("--padding", choices=PADDINGS, default=None)
     ev.add_argument("--size", type=int, default=None, help="image side (default: the preset's)")
     ev.add_argument("--n-val", type=_positive_int, default=200, help="validation images used to tune weights")
     ev.add_argument("--limit", type=_positive_int, default=None, help="score only the first N test images")

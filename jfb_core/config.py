@@ -27,6 +27,16 @@ from jfb_core.errors import UserError
 ENV_VAR = "JFB_PRESET"
 DEFAULT_PRESET = "fast"
 
+# The choices every layer checks against (and the command line offers), defined once here,
+# at the bottom of the import graph: the modules that implement them import these.
+ARCHS = ("dncnn", "cpl")  #: f_Theta: the paper's DnCNN or convex potential layers (models)
+ACTIVATIONS = ("relu", "maxmin")  #: the DnCNN's activation (models)
+BATCHNORM_MODES = ("none", "paper")  #: the DnCNN without or with the paper's batch normalisation
+DATA_STEPS = ("gradient", "proximal")  #: DE-GRAD's data step: eq. (3.5)'s gradient or the exact proximal
+GRAD_MODES = ("jfb", "ift", "neumann", "unrolled")  #: the backward passes (gradients)
+IFT_SOLVERS = ("fixed_point", "cg_normal")  #: IFT's adjoint solvers (gradients)
+PADDINGS = ("zeros", "circular", "reflect")  #: the blur's boundary condition (operators)
+
 
 @dataclass(frozen=True)
 class BlurSetting:
@@ -111,8 +121,8 @@ class Preset:
             raise UserError(f"dataset must be 'bundled' or 'celeba', got {self.dataset!r}")
         if self.blur not in BLURS:
             raise UserError(f"unknown blur {self.blur!r}; choose one of {sorted(BLURS)}")
-        if self.padding not in ("zeros", "circular", "reflect"):
-            raise UserError(f"padding must be 'zeros', 'circular' or 'reflect', got {self.padding!r}")
+        if self.padding not in PADDINGS:
+            raise UserError(f"padding must be one of {PADDINGS}, got {self.padding!r}")
         for name in ("image_size", "channels", "depth", "width", "anderson_m", "max_iter",
                      "batch_size", "bench_batch", "bench_repeats"):
             if getattr(self, name) < 1:
@@ -126,8 +136,6 @@ class Preset:
             raise UserError(f"lipschitz must be positive, got {self.lipschitz}")
         if not 0 < self.rho <= 1:
             raise UserError(f"rho must be in (0, 1], got {self.rho}")
-        from jfb_core.models import ACTIVATIONS, ARCHS, DATA_STEPS  # the model's own lists, checked early
-
         if self.data_step not in DATA_STEPS:
             raise UserError(f"data_step must be one of {DATA_STEPS}, got {self.data_step!r}")
         if self.activation not in ACTIVATIONS:
@@ -250,5 +258,5 @@ def get_preset(name: str | None = None, **overrides: Any) -> Preset:
     return preset.replace(**overrides) if overrides else preset
 
 
-__all__ = ["BLURS", "BlurSetting", "DEFAULT_PRESET", "ENV_VAR", "PRESETS", "Preset",
+__all__ = ["ACTIVATIONS", "ARCHS", "BATCHNORM_MODES", "BLURS", "DATA_STEPS", "GRAD_MODES", "IFT_SOLVERS", "PADDINGS", "BlurSetting", "DEFAULT_PRESET", "ENV_VAR", "PRESETS", "Preset",
            "check_keys", "get_preset"]

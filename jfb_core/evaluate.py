@@ -22,6 +22,7 @@ import torch
 
 from jfb_core.baselines import direct_inverse, tikhonov, tune_weight, tv_gradient_descent
 from jfb_core.config import BLURS
+from jfb_core.data import measure
 from jfb_core.metrics import psnr, ssim
 from jfb_core.operators import GaussianBlur, blur_from_setting
 from jfb_core.errors import UserError
@@ -98,7 +99,6 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
     Returns a JSON-ready dict with per-method means, standard deviations, the tuning
     tables and per-image values (rounded), plus the settings used.
     """
-    from jfb_core.data import measure
 
     settings = settings or ClassicalSettings()
     say = progress or (lambda msg: None)

@@ -34,11 +34,10 @@ from typing import Callable
 
 import torch
 
-from jfb_core.operators import conjugate_gradient
+from jfb_core.config import GRAD_MODES, IFT_SOLVERS
+from jfb_core.solvers import conjugate_gradient
 from jfb_core.errors import UserError
 
-GRAD_MODES = ("jfb", "ift", "neumann", "unrolled")
-IFT_SOLVERS = ("fixed_point", "cg_normal")
 
 
 @dataclass

@@ -41,12 +41,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from jfb_core.operators import GaussianBlur, conjugate_gradient
-from jfb_core.solvers import SolverResult, anderson
+from jfb_core.config import ACTIVATIONS, ARCHS, BATCHNORM_MODES, DATA_STEPS, GRAD_MODES, IFT_SOLVERS
+from jfb_core.gradients import BackwardStats, attach
+from jfb_core.operators import GaussianBlur
+from jfb_core.solvers import SolverResult, anderson, conjugate_gradient
 from jfb_core.errors import UserError
-
-BATCHNORM_MODES = ("none", "paper")
-ACTIVATIONS = ("relu", "maxmin")
 
 
 class MaxMin(nn.Module):
@@ -57,7 +56,6 @@ class MaxMin(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = x.chunk(2, dim=1)
         return torch.cat([torch.maximum(a, b), torch.minimum(a, b)], dim=1)
-DATA_STEPS = ("gradient", "proximal")
 
 
 class SpectralConv2d(nn.Module):
@@ -358,7 +356,6 @@ class CPLNet(_Averaged, nn.Module):
         return self.lipschitz
 
 
-ARCHS = ("dncnn", "cpl")
 
 
 def make_network(arch: str, depth: int, channels: int, in_channels: int = 3, lipschitz: float = 0.9,
@@ -468,7 +465,6 @@ class DEGRAD(nn.Module):
                  unroll_k: int = 50, rho: float = 1.0, data_step: str = "gradient", inner_tol: float = 1e-5,
                  inner_max_iter: int = 300) -> None:
         super().__init__()
-        from jfb_core.gradients import GRAD_MODES, IFT_SOLVERS, BackwardStats
 
         if grad_mode not in GRAD_MODES:
             raise UserError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
@@ -556,7 +552,6 @@ class DEGRAD(nn.Module):
 
         The second half of :meth:`forward`, exposed so that benchmarks can time the
         solve and the gradient separately while running exactly the same code."""
-        from jfb_core.gradients import BackwardStats, attach
 
         if self.grad_mode == "unrolled":
             raise UserError("attach_gradient is for jfb, ift and neumann; unrolled records its own steps")

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from jfb_core.config import BLURS, PADDINGS
 from jfb_core.errors import UserError
+from jfb_core.solvers import conjugate_gradient, inverse_iteration, power_iteration  # re-exported here
 
-PADDINGS = ("zeros", "circular", "reflect")
 
 
 def gaussian_kernel1d(kernel_size: int, sigma: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -235,81 +236,6 @@ class Spectrum:
         return self.L / self.mu if self.mu > 0 else math.inf
 
 
-def power_iteration(apply, shape: tuple[int, ...], iters: int = 200, tol: float = 1e-10,
-                    dtype: torch.dtype = torch.float64, seed: int = 0) -> float:
-    """Largest eigenvalue of a symmetric positive semi-definite operator ``apply`` (matrix-free)."""
-    g = torch.Generator().manual_seed(seed)
-    v = torch.randn(shape, generator=g, dtype=dtype)
-    v /= v.norm()
-    lam = 0.0
-    for _ in range(iters):
-        w = apply(v)
-        new = float((v * w).sum())
-        v = w / w.norm()
-        if abs(new - lam) <= tol * abs(new):
-            lam = new
-            break
-        lam = new
-    return lam
-
-
-def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-sample inner products over all but the first dimension, shaped for broadcasting."""
-    return (a * b).flatten(1).sum(1).view(-1, *([1] * (a.dim() - 1)))
-
-
-def conjugate_gradient(apply, b: torch.Tensor, x0: torch.Tensor | None = None, tol: float = 1e-10,
-                       max_iter: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Solve ``apply(x) = b`` per sample for a symmetric positive (semi-)definite ``apply``.
-
-    ``b`` has a leading batch dimension; ``apply`` must act on each sample
-    independently (a blur does). Sample ``i`` stops when
-    ``||r_i|| <= tol * ||b_i||``; converged samples stop changing.
-    Returns ``(x, iterations)`` with ``iterations`` of shape ``(B,)``.
-    """
-    x = torch.zeros_like(b) if x0 is None else x0.clone()
-    r = b - apply(x) if x0 is not None else b.clone()
-    p = r.clone()
-    rs = _bdot(r, r)
-    b_norm = _bdot(b, b).sqrt().clamp_min(torch.finfo(b.dtype).tiny)
-    iters = torch.zeros(b.shape[0], dtype=torch.long, device=b.device)
-    for _ in range(max_iter):
-        active = rs.sqrt() > tol * b_norm
-        if not bool(active.any()):
-            break
-        iters += active.flatten().long()
-        ap = apply(p)
-        pap = _bdot(p, ap)
-        alpha = torch.where(active & (pap > 0), rs / pap.clamp_min(torch.finfo(b.dtype).tiny),
-                            torch.zeros_like(rs))
-        x = x + alpha * p
-        r = r - alpha * ap
-        rs_new = _bdot(r, r)
-        beta = torch.where(active, rs_new / rs.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rs))
-        p = torch.where(active, r + beta * p, p)
-        rs = torch.where(active, rs_new, rs)
-    return x, iters
-
-
-def inverse_iteration(apply, shape: tuple[int, ...], iters: int = 50, cg_tol: float = 1e-12,
-                      cg_max_iter: int = 5000, dtype: torch.dtype = torch.float64, seed: int = 0) -> float:
-    """Smallest eigenvalue of a symmetric positive definite operator on tensors of ``shape``
-    (leading batch dimension 1): power iteration on its inverse, each inverse applied by conjugate gradients. Accurate for small, moderately
-    conditioned problems; slow when the operator is nearly singular (a blur's is)."""
-    g = torch.Generator().manual_seed(seed)
-    v = torch.randn(shape, generator=g, dtype=dtype)
-    v /= v.norm()
-    lam = math.inf
-    for _ in range(iters):
-        w, _ = conjugate_gradient(apply, v, tol=cg_tol, max_iter=cg_max_iter)
-        lam_new = 1.0 / float((v * w).sum())
-        v = w / w.norm()
-        if abs(lam_new - lam) <= 1e-10 * abs(lam_new):
-            return lam_new
-        lam = lam_new
-    return lam
-
-
 def add_noise(y: torch.Tensor, std: float, seed: int | None = None,
               generator: torch.Generator | None = None) -> torch.Tensor:
     """``y + std * n`` with ``n`` standard Gaussian; seeded for reproducibility.
@@ -328,8 +254,6 @@ def add_noise(y: torch.Tensor, std: float, seed: int | None = None,
 
 def blur_from_setting(name: str, channels: int = 3, padding: str = "zeros") -> GaussianBlur:
     """The blur of a named setting of :data:`jfb_core.config.BLURS` (e.g. ``"5x5_s1"``)."""
-    from jfb_core.config import BLURS
-
     if name not in BLURS:
         raise UserError(f"unknown blur setting {name!r}; choose one of {sorted(BLURS)}")
     b = BLURS[name]

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from jfb_core import __version__
 from jfb_core.errors import UserError
 
 
@@ -63,8 +64,6 @@ def environment_info(device: str | None = None) -> dict[str, Any]:
     import numpy
     import torch
 
-    import jfb_core
-
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -72,7 +71,7 @@ def environment_info(device: str | None = None) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch": str(torch.__version__),
         "numpy": str(numpy.__version__),
-        "jfb_core": jfb_core.__version__,
+        "jfb_core": __version__,
         "cuda_available": torch.cuda.is_available(),
         "device": device_description(device),
     }

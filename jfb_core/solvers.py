@@ -1,4 +1,6 @@
-"""Fixed-point solvers: plain iteration and Anderson acceleration (paper Algorithm 3.1).
+"""Solvers: plain fixed-point iteration and Anderson acceleration (paper Algorithm 3.1),
+and the matrix-free linear iterations the rest of the library leans on (conjugate
+gradients per sample, power and inverse iteration for extreme eigenvalues).
 
 Both find ``z`` with ``f(z) = z`` for a batch of independent problems: ``z0`` has a
 leading batch dimension and ``f`` must treat every sample independently. Both
@@ -18,6 +20,7 @@ Gradients
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -221,4 +224,83 @@ def solve(f: Map, z0: torch.Tensor, method: str = "anderson", **kwargs) -> Solve
     raise UserError(f"unknown solver {method!r}; choose 'anderson' or 'fixed_point'")
 
 
-__all__ = ["SolverResult", "anderson", "fixed_point", "relative_residual", "solve"]
+# Linear-algebra iterations on matrix-free symmetric operators (a blur's normal operator,
+# the proximal step's shifted system, IFT's adjoint on the normal equations).
+
+def power_iteration(apply, shape: tuple[int, ...], iters: int = 200, tol: float = 1e-10,
+                    dtype: torch.dtype = torch.float64, seed: int = 0) -> float:
+    """Largest eigenvalue of a symmetric positive semi-definite operator ``apply`` (matrix-free)."""
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(shape, generator=g, dtype=dtype)
+    v /= v.norm()
+    lam = 0.0
+    for _ in range(iters):
+        w = apply(v)
+        new = float((v * w).sum())
+        v = w / w.norm()
+        if abs(new - lam) <= tol * abs(new):
+            lam = new
+            break
+        lam = new
+    return lam
+
+
+def _bdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample inner products over all but the first dimension, shaped for broadcasting."""
+    return (a * b).flatten(1).sum(1).view(-1, *([1] * (a.dim() - 1)))
+
+
+def conjugate_gradient(apply, b: torch.Tensor, x0: torch.Tensor | None = None, tol: float = 1e-10,
+                       max_iter: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve ``apply(x) = b`` per sample for a symmetric positive (semi-)definite ``apply``.
+
+    ``b`` has a leading batch dimension; ``apply`` must act on each sample
+    independently (a blur does). Sample ``i`` stops when
+    ``||r_i|| <= tol * ||b_i||``; converged samples stop changing.
+    Returns ``(x, iterations)`` with ``iterations`` of shape ``(B,)``.
+    """
+    x = torch.zeros_like(b) if x0 is None else x0.clone()
+    r = b - apply(x) if x0 is not None else b.clone()
+    p = r.clone()
+    rs = _bdot(r, r)
+    b_norm = _bdot(b, b).sqrt().clamp_min(torch.finfo(b.dtype).tiny)
+    iters = torch.zeros(b.shape[0], dtype=torch.long, device=b.device)
+    for _ in range(max_iter):
+        active = rs.sqrt() > tol * b_norm
+        if not bool(active.any()):
+            break
+        iters += active.flatten().long()
+        ap = apply(p)
+        pap = _bdot(p, ap)
+        alpha = torch.where(active & (pap > 0), rs / pap.clamp_min(torch.finfo(b.dtype).tiny),
+                            torch.zeros_like(rs))
+        x = x + alpha * p
+        r = r - alpha * ap
+        rs_new = _bdot(r, r)
+        beta = torch.where(active, rs_new / rs.clamp_min(torch.finfo(b.dtype).tiny), torch.zeros_like(rs))
+        p = torch.where(active, r + beta * p, p)
+        rs = torch.where(active, rs_new, rs)
+    return x, iters
+
+
+def inverse_iteration(apply, shape: tuple[int, ...], iters: int = 50, cg_tol: float = 1e-12,
+                      cg_max_iter: int = 5000, dtype: torch.dtype = torch.float64, seed: int = 0) -> float:
+    """Smallest eigenvalue of a symmetric positive definite operator on tensors of ``shape``
+    (leading batch dimension 1): power iteration on its inverse, each inverse applied by conjugate gradients. Accurate for small, moderately
+    conditioned problems; slow when the operator is nearly singular (a blur's is)."""
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(shape, generator=g, dtype=dtype)
+    v /= v.norm()
+    lam = math.inf
+    for _ in range(iters):
+        w, _ = conjugate_gradient(apply, v, tol=cg_tol, max_iter=cg_max_iter)
+        lam_new = 1.0 / float((v * w).sum())
+        v = w / w.norm()
+        if abs(lam_new - lam) <= 1e-10 * abs(lam_new):
+            return lam_new
+        lam = lam_new
+    return lam
+
+
+__all__ = ["SolverResult", "anderson", "conjugate_gradient", "fixed_point", "inverse_iteration", "power_iteration",
+           "relative_residual", "solve"]

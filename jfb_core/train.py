@@ -44,7 +44,7 @@ import torch
 from jfb_core.config import Preset
 from jfb_core.data import bundled_images, load_cache, measure
 from jfb_core.errors import BadCheckpoint, RunLocked, UserError
-from jfb_core.gradients import GRAD_MODES, IFT_SOLVERS
+from jfb_core.config import GRAD_MODES, IFT_SOLVERS
 from jfb_core.metrics import psnr
 from jfb_core.models import DEGRAD, make_network
 from jfb_core.operators import blur_from_setting
