@@ -400,10 +400,13 @@ print(f"best PSNR {max(scores):.2f} dB after {best} iterations; {scores[-1]:.2f}
 #    testing, the test score would measure memorisation, not generalisation.
 # ```
 #
-# ### Image credits
+# ## Image credits
 #
-# The photographs ship inside scikit-image, scikit-learn and matplotlib:
+# The photographs used in every chapter ship inside scikit-image, scikit-learn and
+# matplotlib:
 
 # %%
-for p in BUNDLED_PHOTOS:
-    print(f"{p.name:>21} ({p.split:>5}): {p.credit}; {p.licence}")
+from IPython.display import Markdown
+
+rows = [f"| `{p.name}` | {p.split} | {p.credit} | {p.licence} |" for p in BUNDLED_PHOTOS]
+Markdown("\n".join(["| image | split | credit | licence |", "|---|---|---|---|", *rows]))

@@ -45,3 +45,12 @@ def test_citations_resolve():
         # "problematic" span; a strict build also fails on it.
         assert "class=\"problematic\"" not in text, page.name
         assert not re.search(r"\[\?\?\]|\(\?\?\)", visible), page.name
+
+
+def test_chapter_pages_wrap_printed_output():
+    css = HTML / "_static" / "course.css"
+    assert css.is_file() and "pre-wrap" in css.read_text()
+    chapters = [p for p in _pages() if "cell_output" in p.read_text(errors="replace")]
+    assert chapters, "no page with cell output"
+    for page in chapters:
+        assert "_static/course.css" in page.read_text(errors="replace"), page.name
