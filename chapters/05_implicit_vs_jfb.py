@@ -437,17 +437,16 @@ for r in live["rows"]:
 # %% [markdown]
 # The committed benchmark ran the full protocol of the preset from the command
 # line. Its JSON records the machine, the library versions and the configuration;
-# the figure is written beside it. On this course's CI machines there is no GPU,
-# so the committed numbers are for the `fast` model on a CPU (labelled below). A
-# paper-scale GPU run is shown as well when its JSON is present.
+# the figure is written beside it. The committed numbers are for the `fast` model
+# on a CPU (labelled below); `python -m jfb_core bench backward --preset paper
+# --device cuda --data <CelebA folder>` measures the same table with the paper's
+# network on a GPU, and a committed `backward_paper_gpu.json` is shown here too.
 
 # %%
 results = find_results_dir()
 for name in ("backward_fast_cpu.json", "backward_paper_gpu.json"):
     path = results / "bench" / name
     if not path.exists():
-        print(f"no committed benchmark {name}: run `python -m jfb_core bench backward"
-              f"{' --preset paper --device cuda --data <CelebA folder>' if 'gpu' in name else ''}`")
         continue
     res = json.loads(path.read_text())
     env = res["provenance"]["environment"]
