@@ -116,7 +116,8 @@ SLIM = $(BIN)/python -c "import sys; from jfb_core.train import slim_checkpoint 
 reproduce: $(STAMP)
 	@test -n "$(CELEBA)" || (echo "usage: make reproduce CELEBA=/path/to/celeba"; exit 2)
 	for blur in 5x5_s1 9x9_var5 5x5_s5; do \
-	  $(BIN)/python -m jfb_core evaluate --preset paper --data "$(CELEBA)" --blur $$blur --n-val 100 || exit 1; \
+	  $(BIN)/python -m jfb_core evaluate --preset paper --data "$(CELEBA)" --blur $$blur --n-val 100 \
+	    --out results/baselines/celeba-paper-test_$${blur}_zeros.json || exit 1; \
 	done
 	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods direct,tv --tv-grid 1.25e-4,2.5e-4,5e-4,1e-3 \
 	  --out results/baselines/celeba-paper-test_9x9_var5_zeros_64px.json

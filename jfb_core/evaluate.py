@@ -77,8 +77,8 @@ class MethodResult:
     weight: float | None
     psnr_mean: float
     ssim_mean: float
-    psnr_std: float
-    ssim_std: float
+    psnr_std: float | None  # None for a single image
+    ssim_std: float | None
     seconds: float
     tuning: dict | None = None
     per_image: dict = field(default_factory=dict)
@@ -149,8 +149,9 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
 
     def summary(values: dict) -> dict:
         p, s = torch.tensor(values["psnr"]), torch.tensor(values["ssim"])
+        one = len(p) < 2  # a sample standard deviation needs two images
         return {"psnr_mean": float(p.mean()), "ssim_mean": float(s.mean()),
-                "psnr_std": float(p.std()), "ssim_std": float(s.std())}
+                "psnr_std": None if one else float(p.std()), "ssim_std": None if one else float(s.std())}
 
     for m in methods:
         res = MethodResult(method=m, weight=weights[m], seconds=seconds[m], tuning=tuning[m],

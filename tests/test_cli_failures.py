@@ -371,3 +371,12 @@ def test_train_max_seconds_stops_cleanly_and_the_run_resumes_with_more(tmp_path,
                  "--max-seconds", "1000", "--max-steps", "3", "--resume"]) == 0
     assert capsys.readouterr().out.startswith("max_steps")
     assert torch.load(out / "checkpoint.pt", weights_only=True)["steps"] == 3
+
+
+def test_evaluate_writes_under_runs_by_default_never_into_results(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--preset", "fast", "--size", "16", "--methods", "direct", "--limit", "1",
+                 "--n-val", "1"]) == 0
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.json"))
+    assert written and all(p.startswith("runs/eval/") for p in written)
+    assert not (tmp_path / "results").exists()
