@@ -32,7 +32,8 @@
 # trusted, and with memory.
 #
 # After this chapter you will be able to write the backward pass of any
-# fixed-point layer in a few lines, test it, and say what it costs.
+# fixed-point layer in a few lines (the chapter does, in about 25), test it, and say
+# what it costs.
 
 # %%
 # %matplotlib inline
@@ -204,6 +205,58 @@ for name, grad in [("library IFT, fixed-point adjoint solve", lib["fixed_point"]
 # $\le 10^{-8}$) and 400 unrolled iterations ($\le 10^{-6}$), and it fails if the
 # right-hand side is changed to the one above.
 #
+# ### The backward pass, in a few lines
+#
+# The library's backward modes are short; here is one written from scratch. The
+# forward pass solves without a graph, then applies $T_\Theta$ once *with* a graph, so
+# that gradients reach $\Theta$ (and $d$) through that application. For IFT, a hook on
+# the output replaces the incoming gradient $g$ by the solution $w$ of the adjoint
+# equation (3.10a), found by the fixed-point iteration $w \leftarrow g + J^\top w$; each
+# $J^\top w$ is one vector-Jacobian product through a second, detached application of
+# $T_\Theta$. Autograd then multiplies by $M$ as usual, giving $wM$ as in (3.10). For JFB
+# there is no hook at all: $g$ itself goes into $M$, which is (4.1).
+
+# %%
+from jfb_core.solvers import anderson
+
+
+def implicit_layer(T, d, z0, mode="ift", tol=1e-13, max_iter=5000):
+    """x* = T(x*, d), differentiable in the parameters of T by IFT (3.10) or JFB (4.1)."""
+    with torch.no_grad():
+        z = anderson(lambda v: T(v, d), z0, m=5, tol=1e-13, max_iter=500).z
+    out = T(z, d)  # one application with a graph: dl/dTheta = (incoming gradient) x M
+    if mode == "ift":
+        z_ = z.detach().requires_grad_()
+        Tz = T(z_, d)  # only for the products J^T w
+
+        def adjoint(g):  # solve (I - J)^T w = g by w <- g + J^T w
+            w = g
+            for _ in range(max_iter):
+                w_new = g + torch.autograd.grad(Tz, z_, w, retain_graph=True)[0]
+                done = (w_new - w).norm() <= tol * w_new.norm()
+                w = w_new
+                if done:
+                    break
+            return w
+
+        out.register_hook(adjoint)
+    return out
+
+
+def scratch_grad(mode):
+    model_t.zero_grad(set_to_none=True)
+    x_out = implicit_layer(model_t.T, d_t, A_t.adjoint(d_t), mode)
+    ((x_out - x_t) ** 2).sum().backward()
+    return torch.cat([p.grad.flatten() for p in model_t.parameters()])
+
+
+jfb_lib = param_grad(like(model_t, "jfb"), d_t, x_t)
+print(f"scratch IFT vs dense solve: relative error {rel(scratch_grad('ift'), truth):.1e}; "
+      f"vs library IFT: {rel(scratch_grad('ift'), lib['fixed_point']):.1e}")
+print(f"scratch JFB vs library JFB: relative error {rel(scratch_grad('jfb'), jfb_lib):.1e}")
+assert rel(scratch_grad("ift"), truth) < 1e-10 and rel(scratch_grad("jfb"), jfb_lib) < 1e-10
+
+# %% [markdown]
 # ## The Neumann view, and unrolling
 #
 # Because $\|J\| < 1$, the inverse is a convergent geometric series,
@@ -259,21 +312,30 @@ print("unrolled errors:", " ".join(f"{e:.1e}" for e in err_unrolled))
 # \langle p, \nabla\ell\rangle = u^\top (I - J)\, u \;\ge\; (1 - \|J\|)\,\|u\|^2 > 0,
 # $$
 #
-# so $p$ would be a descent direction whenever $T_\Theta$ contracts. The general
-# statement, Theorem 3.1 of {cite:t}`fung2022jfb` to which the paper refers with
-# "more constraints on $T_\Theta$", needs three conditions:
+# so $p$ would be a descent direction whenever $T_\Theta$ contracts. In general
+#
+# $$
+# \langle p, \nabla\ell\rangle = u^\top (I - J)\, M M^\top u
+# \;\ge\; \bigl(\lambda_{\min}(MM^\top) - \gamma\,\lambda_{\max}(MM^\top)\bigr)\,\|u\|^2 ,
+# $$
+#
+# because $u^\top MM^\top u \ge \lambda_{\min}\|u\|^2$ and $|u^\top J MM^\top u| \le \gamma\lambda_{\max}\|u\|^2$. This is the
+# content of Theorem 3.1 of {cite:t}`fung2022jfb`, to which the paper refers with
+# "more constraints on $T_\Theta$". In the column convention of this chapter
+# ($M$ is $n \times p$), its conditions read:
 #
 # 1. $T_\Theta$ is a **contraction** in $x$ with factor $\gamma < 1$ (chapter 4 certifies
 #    this for DE-GRAD);
-# 2. $M = \partial T_\Theta/\partial\Theta$ has **full column rank**;
-# 3. $M$ is **well conditioned** relative to the contraction:
-#    $\kappa(M^\top M) \le 1/\gamma$.
+# 2. $MM^\top$ is **invertible**: $M$ has full row rank, which needs at least as many
+#    parameters as unknowns, $p \ge n$;
+# 3. $MM^\top$ is **well conditioned** relative to the contraction:
+#    $\kappa(MM^\top) \le 1/\gamma$.
 #
-# Conditions 2 and 3 are strong. Full column rank needs at least as many rows as
-# columns, $n \ge p$. For one $32 \times 32$ RGB image $n = 3{,}072$, while the `fast`
-# network has about $2 \cdot 10^4$ parameters. Even for a batch, nobody certifies
-# $\kappa(M^\top M)$ of a CNN. So the theorem is a sufficient condition, not a
-# guarantee we can check.
+# Then $\langle p, \nabla\ell\rangle > 0$ for every $g \neq 0$. Conditions 2 and 3 are strong. For
+# one $32 \times 32$ RGB image $n = 3{,}072$ and the `fast` network has about $2 \cdot 10^4$
+# parameters, so condition 2 can hold for one image; for a batch of $B$ images
+# $n = 3{,}072B$. Nobody certifies $\kappa(MM^\top)$ of a CNN. So the theorem is a
+# sufficient condition, not a guarantee we can check.
 #
 # For DE-GRAD there is a more concrete reason to expect JFB to work. The
 # Jacobian of (3.5) is $J = (1 - \eta) I - \eta\,(A^\top A - \partial f_\Theta)$, so
@@ -282,13 +344,21 @@ print("unrolled errors:", " ".join(f"{e:.1e}" for e in err_unrolled))
 # I - J = \eta\,\bigl(I + A^\top A - \partial f_\Theta\bigr).
 # $$
 #
-# The true adjoint is $w = \eta^{-1}(I + A^\top A - \partial f_\Theta)^{-\top} g$. Up to the
-# scalar $1/\eta$, JFB replaces a matrix whose spectrum lies in
-# $[1 + \mu - \epsilon,\; 1 + L + \epsilon]$ by the identity. Where the loss gradient $g$
-# lives in directions on which $A^\top A$ and $\partial f_\Theta$ vary little (smooth
-# image content, for which $A^\top A \approx I$), the two directions nearly coincide.
-# When $\partial f_\Theta$ is small, $\|p\|$ lies between $\eta\|\nabla\ell\|$ and $(1 + L)\,\eta\|\nabla\ell\| \approx 2\eta\|\nabla\ell\|$. The
-# scale does not matter to Adam, which normalises each parameter's step. The same
+# The true adjoint is $u = \eta^{-1}(I + A^\top A - \partial f_\Theta)^{-\top} g$, and JFB uses
+# $g = (I - J)^\top u$ in its place. The substitution happens in image space, before
+# the multiplication by $M^\top$: with $B = I + A^\top A - \partial f_\Theta$, whose singular
+# values lie in $[1 + \mu - \epsilon,\ 1 + L + \epsilon]$ (Weyl's inequality),
+# $\|g\| / \|u\|$ lies between $\eta(1 + \mu - \epsilon)$ and $\eta(1 + L + \epsilon)$, and $g$ is close
+# to a multiple of $u$ where $g$ lives in directions on which $A^\top A$ and $\partial f_\Theta$
+# vary little (smooth image content, for which $A^\top A \approx I$). What that says about
+# the parameter-space vectors $p = M^\top g$ and $\nabla\ell = M^\top u$ depends on $M$:
+# if its singular values on the relevant subspace range over a factor
+# $\kappa_M$, the length ratio $\|p\| / \|\nabla\ell\|$ can be off from that band by up to
+# $\kappa_M$ either way, and the angle between them can open up to a right angle or
+# beyond. No bound on either follows without conditions on $M$, which is why
+# Fung et al. need conditions 2 and 3. The next cells measure both: where it works,
+# and where it fails. The length does not matter to Adam, which normalises each
+# parameter's step. The same
 # algebra prices IFT: $\|J\| \approx 1 - \eta$, so the fixed-point adjoint solve needs about
 # $\log(\text{tol}) / \log(1 - \eta)$ products. That is few for $\eta = 0.4$ and about
 # $10^4$ for the paper's $\eta = 10^{-3}$.
@@ -394,12 +464,56 @@ plt.show()
 
 # %% [markdown]
 # Read the three panels together. JFB's length is a step-size-dependent fraction of the
-# true gradient's, inside the predicted band. IFT's adjoint iterations follow
+# true gradient's, inside the band $[\eta, 2\eta]$ for these models (an observation, not
+# a bound: see above). IFT's adjoint iterations follow
 # $\log(\text{tol})/\log(1 - \eta)$. During training the cosine drops below 1 as the
 # network learns structure, but the direction still descends at every
 # measured step. These are measurements on small models over a hundred steps, not a
 # proof. Chapter 6 follows the training loss of longer JFB runs, which is the
 # test that matters in practice.
+#
+# ### When JFB is a poor direction
+#
+# The smallest problem that shows what happens inside and outside those conditions
+# is linear: $T_\theta(x) = Jx + M\theta$ with $\|J\| = \gamma$ and a loss with gradient $g$ at the
+# fixed point, so that $\nabla\ell = M^\top(I - J)^{-\top}g$ and JFB's direction is $M^\top g$. The
+# cell draws random problems with $n = 60$ unknowns, $J = \gamma Q$ for a random orthogonal
+# $Q$ (a contraction that rotates), and $M$ with $p = 120$ parameters and singular values
+# spaced from 1 down to $1/\mathrm{cond}(M)$, or with only $p = 20$ parameters (then
+# $MM^\top$ is singular), and counts how often JFB descends.
+
+# %%
+def jfb_on_linear_problems(gamma, p, cond_m, trials=400, n=60, seed=0):
+    """Fraction of random linear fixed-point problems on which JFB descends, and the median cosine."""
+    g = torch.Generator().manual_seed(seed)
+    orth = lambda r, c: torch.linalg.qr(torch.randn(r, c, generator=g, dtype=torch.float64))[0]  # noqa: E731
+    r, cosines = min(n, p), []
+    for _ in range(trials):
+        J_lin = gamma * orth(n, n)
+        M_lin = orth(n, r) @ torch.diag(torch.logspace(0, -np.log10(cond_m), r, dtype=torch.float64)) @ orth(p, r).T
+        g_lin = torch.randn(n, generator=g, dtype=torch.float64)
+        true = M_lin.T @ torch.linalg.solve((torch.eye(n, dtype=torch.float64) - J_lin).T, g_lin)
+        cosines.append(cos(M_lin.T @ g_lin, true))
+    cosines = np.array(cosines)
+    return float(np.mean(cosines > 0)), float(np.median(cosines))
+
+
+print(f"{'gamma':>6} {'p':>4} {'cond(M)':>8} {'conditions 2-3 hold':>20} {'JFB descends':>13} {'median cosine':>14}")
+for gamma in (0.5, 0.9, 0.99):
+    for p_lin, cond_m in ((120, 1.0), (120, 10.0), (20, 1.0)):
+        frac, med = jfb_on_linear_problems(gamma, p_lin, cond_m)
+        holds = p_lin >= 60 and cond_m**2 <= 1 / gamma
+        print(f"{gamma:6.2f} {p_lin:4d} {cond_m:8g} {str(holds):>20} {frac:13.1%} {med:14.3f}")
+
+# %% [markdown]
+# Where the conditions hold JFB always descends, as the theorem says, although at
+# $\gamma = 0.99$ its typical cosine with the true gradient is small: a descent
+# direction, but a poor one. Where they fail (an ill-conditioned $M$, or fewer parameters
+# than unknowns) and $\gamma$ is near 1, JFB points uphill in a sizeable fraction of
+# problems; at $\gamma = 0.5$ it still descends, the conditions being sufficient, not
+# necessary. DE-GRAD sits in the good corner for two
+# reasons the earlier cells measured: its $\|J\|$ is about $1 - \eta$, far from 1, and its $J$
+# is dominated by a multiple of the identity rather than a rotation.
 #
 # ## What a step costs: the paper's Fig. 2, made trustworthy
 #
@@ -509,16 +623,19 @@ for r in mem["rows"]:
 #
 # * The exact gradient of a fixed-point layer is $g(I - J)^{-1}M$ (3.10). Compute it by
 #   solving the adjoint equation $(I - J)^\top w = g$ with vector-Jacobian products,
-#   then one backward pass with $w$ in place of $g$.
+#   then one backward pass with $w$ in place of $g$: a hook of a dozen lines, which
+#   matches a dense solve to rounding error.
 # * CG on the normal equations (the paper's route) needs the right-hand side
 #   $(I - J)g$. With $Jg$ instead it runs without complaint and returns a
 #   gradient that is off by half its length here, worse than JFB's.
 # * Neumann-$k$ interpolates between JFB ($k = 0$) and IFT, with error about $\|J\|^k$.
 # * JFB uses one backward pass through $T_\Theta$ at the fixed point. Its descent
-#   guarantee rests on conditions that cannot be checked for a CNN, but its
-#   conclusion can be measured: descent in every sampled case here. For DE-GRAD,
-#   $I - J = \eta(I + A^\top A - \partial f_\Theta)$ explains why: JFB is the true gradient
-#   preconditioned by a matrix close to a multiple of the identity.
+#   guarantee (contraction, $MM^\top$ invertible with $\kappa(MM^\top) \le 1/\gamma$) cannot be
+#   checked for a CNN, but its conclusion can be measured: descent in every sampled
+#   DE-GRAD case here. For DE-GRAD, $I - J = \eta(I + A^\top A - \partial f_\Theta)$ suggests why:
+#   in image space JFB replaces the adjoint by a vector close to a multiple of it.
+#   On linear problems with a rotating $J$ near $\|J\| = 1$ and a poorly conditioned $M$,
+#   JFB points uphill in about one case in six.
 # * Per training step, JFB's backward costs about one pass of $T_\Theta$. IFT's
 #   backward cost grows with the adjoint iterations, and unrolling's memory grows
 #   with the forward iterations.
