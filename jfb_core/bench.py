@@ -9,6 +9,7 @@ public timing code did not do this).
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from typing import Callable
@@ -18,10 +19,18 @@ import torch
 from jfb_core.config import Preset
 from jfb_core.data import bundled_images, CelebAFolder, measure
 from jfb_core.errors import UserError
-from jfb_core.models import DEGRAD, DnCNN
+from jfb_core.models import build_model
 from jfb_core.operators import blur_from_setting
 from jfb_core.regularizers import tv_grad, tv_lipschitz
 from jfb_core.solvers import anderson, fixed_point
+
+
+def _network(model) -> dict:
+    """What was timed: the DE-GRAD the preset describes (:func:`jfb_core.models.build_model`)."""
+    f = model.f
+    return {"arch": f.arch, "depth": f.depth, "width": f.channels, "skip": f.skip, "activation": f.activation,
+            "lipschitz": f.lipschitz, "data_step": model.data_step, "rho": float(model.rho.detach())
+            if model.rho_raw is not None else 1.0}
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -152,9 +161,8 @@ def bench_memory(preset: Preset, device: str = "cpu", iterations: tuple[int, ...
     size = size or preset.image_size
     batch = batch or preset.bench_batch
     torch.manual_seed(preset.seed)
-    A = blur_from_setting(preset.blur, padding=preset.padding)
-    f = DnCNN(preset.depth, preset.width, lipschitz=preset.lipschitz).to(device)
-    model = DEGRAD(A, f, eta=preset.eta, m=preset.anderson_m, tol=1e-12).to(device)
+    model = build_model(preset, device, tol=1e-12)
+    A = model.A
     x = bundled_images("train", size, n=batch, seed=preset.seed).to(device)
     d = measure(A, x, preset.noise_std, seed=preset.seed)
     model(d)  # certify the spectral norms at this size before measuring
@@ -182,6 +190,7 @@ def bench_memory(preset: Preset, device: str = "cpu", iterations: tuple[int, ...
                 row["cuda_peak_bytes"] = torch.cuda.max_memory_allocated(device) - base
             rows.append(row)
     return {"size": size, "batch": batch, "depth": preset.depth, "width": preset.width, "device": device,
+            "network": _network(model),
             "measure": "bytes of distinct tensor storages saved by autograd for backward"
                        + ("; and peak CUDA allocation above the baseline" if torch.device(device).type == "cuda" else ""),
             "rows": rows}
@@ -280,9 +289,6 @@ def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] |
     the step (:class:`SavedTensorMeter`; any device) and the peak CUDA allocation
     during the step on a GPU. Medians are reported; all samples are kept.
     """
-    import copy
-
-
     unknown = sorted(set(methods) - set(BACKWARD_METHODS))
     if unknown:
         raise UserError(f"unknown method(s) {unknown}; available: {sorted(BACKWARD_METHODS)}")
@@ -298,9 +304,8 @@ def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] |
         x, source = _bench_batch(size, batch, preset.seed, data, device)
         d = measure(A, x, preset.noise_std, seed=preset.seed)
         torch.manual_seed(preset.seed)
-        f = DnCNN(preset.depth, preset.width, lipschitz=preset.lipschitz).to(device)
-        base = DEGRAD(A, f, eta=preset.eta, m=preset.anderson_m, tol=1e-30, max_iter=forward_iters,
-                      backward_tol=backward_tol, backward_max_iter=backward_max_iter, neumann_k=neumann_k).to(device)
+        base = build_model(preset, device, tol=1e-30, max_iter=forward_iters, backward_tol=backward_tol,
+                           backward_max_iter=backward_max_iter, neumann_k=neumann_k)
         base.eval()
         with torch.no_grad():
             base(d)  # certify the spectral norms at this size once, before copying
@@ -372,7 +377,7 @@ def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] |
             "forward_iters": forward_iters, "methods": {k: BACKWARD_METHODS[k][2] for k in methods},
             "backward_tol": backward_tol, "backward_max_iter": backward_max_iter, "neumann_k": neumann_k,
             "depth": preset.depth, "width": preset.width, "blur": preset.blur, "device": device,
-            "images": source, "adam_lr": lr,
+            "network": _network(base), "images": source, "adam_lr": lr,
             "memory_measure": "saved_bytes: distinct tensor storages autograd saved during the step's recorded "
                               "part (work vectors of the adjoint solve are not included); cuda_peak_bytes: peak "
                               "CUDA allocation above the step's starting allocation (GPU only)",

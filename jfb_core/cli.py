@@ -6,6 +6,7 @@ The command line is where progress is printed; the library itself never prints.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -21,10 +22,11 @@ from jfb_core.data import bundled_images, CelebAFolder, prepare_celeba, readable
 from jfb_core.errors import UserError
 from jfb_core.evaluate import (CLASSICAL_METHODS, ClassicalSettings, evaluate_classical, format_weight,
     plot_grid, Split)
-from jfb_core.models import certify_stored_norms, lipschitz_certificate, make_network
+from jfb_core.models import certify_stored_norms, lipschitz_certificate
 from jfb_core.paper import paper_run
 from jfb_core.provenance import environment_info, provenance, write_json
-from jfb_core.train import check_compatible, DATA_KEYS, load_checkpoint, train, TrainingDiverged, TrainOptions
+from jfb_core.train import (check_compatible, DATA_KEYS, load_checkpoint, load_weights, train, TrainingDiverged,
+    TrainOptions)
 
 
 COMMANDS = {
@@ -293,9 +295,8 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
         if first is None or first[1].get("denoiser") is None:
             raise UserError("pnp needs --checkpoint of a run with pretraining (its denoiser is used)")
         model, ckpt, path = first
-        f = make_network(model.f.arch, model.f.depth, model.f.channels, lipschitz=model.f.lipschitz,
-                         skip=model.f.skip, activation=model.f.activation).to(args.device)
-        f.load_state_dict(ckpt["denoiser"])
+        f = copy.deepcopy(model.f)  # the checkpoint's own network, with the pretrained denoiser's weights
+        load_weights(f, ckpt["denoiser"], path)
         pnp_dtype = torch.float64 if args.float64 else torch.float32
         f.to(pnp_dtype).eval()
         denoiser_lipschitz = _lipschitz_record(f, preset.image_size, args.certify)

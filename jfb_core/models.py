@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from jfb_core.config import ACTIVATIONS, ARCHS, BATCHNORM_MODES, DATA_STEPS, GRAD_MODES, IFT_SOLVERS
 from jfb_core.gradients import BackwardStats, attach
-from jfb_core.operators import GaussianBlur
+from jfb_core.operators import GaussianBlur, blur_from_setting
 from jfb_core.solvers import SolverResult, anderson, conjugate_gradient
 from jfb_core.errors import UserError
 
@@ -562,6 +562,29 @@ class DEGRAD(nn.Module):
                       stats=self.last_backward)
 
 
+def build_model(preset, device: str = "cpu", *, grad_mode: str = "jfb", neumann_k: int = 5, unroll_k: int = 50,
+                backward_tol: float = 1e-6, backward_max_iter: int = 200, backward_solver: str = "fixed_point",
+                channels_last: bool = False, tol: float | None = None, max_iter: int | None = None) -> DEGRAD:
+    """The one factory of DE-GRAD: the network, blur, step and regulariser of a
+    :class:`jfb_core.config.Preset`, with the backward pass given by the keywords.
+
+    Training, checkpoint loading, the benchmarks and the chapters all build their
+    models here, so a preset field (architecture, skip, activation, rho, data step)
+    cannot be honoured in one place and ignored in another. ``tol`` and ``max_iter``
+    override the preset's forward solve (the benchmarks fix the iteration count)."""
+    A = blur_from_setting(preset.blur, padding=preset.padding)
+    f = make_network(preset.arch, preset.depth, preset.width, in_channels=preset.channels,
+                     lipschitz=preset.lipschitz, skip=preset.skip, activation=preset.activation)
+    model = DEGRAD(A, f, eta=preset.eta, m=preset.anderson_m, tol=preset.tol if tol is None else tol,
+                   max_iter=preset.max_iter if max_iter is None else max_iter, grad_mode=grad_mode,
+                   neumann_k=neumann_k, unroll_k=unroll_k, backward_tol=backward_tol,
+                   backward_max_iter=backward_max_iter, backward_solver=backward_solver, rho=preset.rho,
+                   data_step=preset.data_step)
+    if hasattr(f, "channels_last"):
+        f.channels_last = channels_last
+    return model.to(device)
+
+
 def conv_norm_upper(weight: torch.Tensor, size: tuple[int, int]) -> float:
     """An upper bound on the operator norm of the zero-padded 'same' convolution with
     ``weight`` on ``size`` images, from the Fourier transform of the kernel.
@@ -667,6 +690,6 @@ def lipschitz_power(fn, x: torch.Tensor, iters: int = 30, seed: int = 0) -> floa
 
 
 __all__ = ["ACTIVATIONS", "ARCHS", "BATCHNORM_MODES", "CPLNet", "ConvexPotentialLayer", "DATA_STEPS", "DEGRAD", "DnCNN",
-           "certify_stored_norms", "conv_norm_upper", "lipschitz_certificate",
+           "build_model", "certify_stored_norms", "conv_norm_upper", "lipschitz_certificate",
            "MaxMin", "SolveStats", "make_network",
            "SpectralConv2d", "lipschitz_power", "lipschitz_ratio", "shifted_normal_solve"]

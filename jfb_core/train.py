@@ -46,8 +46,8 @@ from jfb_core.data import bundled_images, load_cache, measure
 from jfb_core.errors import BadCheckpoint, RunLocked, UserError
 from jfb_core.config import GRAD_MODES, IFT_SOLVERS
 from jfb_core.metrics import psnr
-from jfb_core.models import DEGRAD, make_network
-from jfb_core.operators import blur_from_setting
+from jfb_core import models
+from jfb_core.models import DEGRAD
 from jfb_core.provenance import environment_info, provenance, write_json
 from jfb_core.provenance import save_atomic as _save_atomic
 
@@ -152,17 +152,11 @@ def split_images(preset: Preset, options: TrainOptions, split: str, n: int | Non
 # --------------------------------------------------------------------------- model
 
 def build_model(preset: Preset, options: TrainOptions, device: str = "cpu") -> DEGRAD:
-    """A fresh DE-GRAD for ``preset`` with the backward of ``options``."""
-    A = blur_from_setting(preset.blur, padding=preset.padding)
-    f = make_network(preset.arch, preset.depth, preset.width, in_channels=preset.channels,
-                     lipschitz=preset.lipschitz, skip=preset.skip, activation=preset.activation)
-    model = DEGRAD(A, f, eta=preset.eta, m=preset.anderson_m, tol=preset.tol, max_iter=preset.max_iter,
-                   grad_mode=options.grad_mode, neumann_k=options.neumann_k, unroll_k=options.unroll_k,
-                   backward_tol=options.backward_tol, backward_max_iter=options.backward_max_iter,
-                   backward_solver=options.backward_solver, rho=preset.rho, data_step=preset.data_step)
-    if hasattr(f, "channels_last"):
-        f.channels_last = options.channels_last
-    return model.to(device)
+    """A fresh DE-GRAD for ``preset`` with the backward of ``options`` (:func:`jfb_core.models.build_model`)."""
+    return models.build_model(preset, device, grad_mode=options.grad_mode, neumann_k=options.neumann_k,
+                              unroll_k=options.unroll_k, backward_tol=options.backward_tol,
+                              backward_max_iter=options.backward_max_iter, backward_solver=options.backward_solver,
+                              channels_last=options.channels_last)
 
 
 def run_config(preset: Preset, options: TrainOptions) -> dict[str, Any]:
@@ -262,12 +256,13 @@ def load_checkpoint(path: str | os.PathLike[str], device: str = "cpu"):
     except TypeError as exc:
         raise BadCheckpoint(f"{path} has a configuration this version does not know ({exc})") from None
     model = build_model(preset, options, device)
-    _load_weights(model, ckpt["model"], path)
+    load_weights(model, ckpt["model"], path)
     model.eval()
     return model, ckpt
 
 
-def _load_weights(module: torch.nn.Module, state: dict[str, Any], path: str | os.PathLike[str]) -> None:
+def load_weights(module: torch.nn.Module, state: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """``module.load_state_dict(state)``, or :class:`BadCheckpoint` naming ``path`` if they do not match."""
     try:
         module.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
@@ -493,7 +488,7 @@ class RunState:
 
     def restore(self, ckpt: dict[str, Any], path: Path) -> None:
         """Continue from a checkpoint of the same configuration (checked by the caller)."""
-        _load_weights(self.model, ckpt["model"], path)
+        load_weights(self.model, ckpt["model"], path)
         self.opt.load_state_dict(ckpt["optimizer"])
         self.epoch, self.steps, self.train_seconds = ckpt["epoch"], ckpt["steps"], ckpt["train_seconds"]
         self.log, self.curve = ckpt["log"], ckpt.get("curve", [])
@@ -518,11 +513,11 @@ def _warm_start(model: DEGRAD, path: str, preset: Preset, options: TrainOptions,
     denoiser = src.get("denoiser")
     if preset.pretrain_epochs > 0:
         if denoiser is not None:
-            _load_weights(model.f, denoiser, path)
+            load_weights(model.f, denoiser, path)
         history = pretrain_denoiser(model.f, x_train, preset.pretrain_epochs, preset.batch_size, preset.lr,
                                     options.pretrain_noise, preset.seed, device, progress)
         denoiser = {k: v.detach().cpu().clone() for k, v in model.f.state_dict().items()}
-    _load_weights(model, src["model"], path)
+    load_weights(model, src["model"], path)
     return info, denoiser, history
 
 
@@ -757,4 +752,4 @@ def slim_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str],
 __all__ = ["ConfigMismatch", "DATA_KEYS", "DivergenceGuard", "MODEL_KEYS", "RESUME_MAY_CHANGE", "RunLock", "RunState",
            "TrainOptions", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "build_model", "check_compatible",
            "config_changes", "evaluate_model", "load_cache", "load_checkpoint", "pretrain_denoiser", "read_checkpoint",
-           "run_config", "save_atomic", "slim_checkpoint", "split_config", "split_images", "to_plain", "train"]
+           "load_weights", "run_config", "save_atomic", "slim_checkpoint", "split_config", "split_images", "to_plain", "train"]

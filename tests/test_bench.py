@@ -70,3 +70,15 @@ def test_bench_backward_runs_every_method_with_the_same_forward_work():
 def test_bench_backward_rejects_unknown_methods():
     with pytest.raises(ValueError, match="unknown method"):
         bench_backward(get_preset("fast"), sizes=(8,), methods=("jfb", "magic"))
+
+
+def test_benchmarks_time_the_network_the_preset_describes():
+    """The benchmarks build their DE-GRAD with the one factory: arch, skip, rho and data step are honoured."""
+    preset = get_preset("fast", depth=2, width=4, arch="cpl", skip=True, rho=0.05, data_step="proximal",
+                        lipschitz=0.99)
+    r = bench_backward(preset, sizes=(8,), batch=1, repeats=1, warmup=0, forward_iters=2, methods=("jfb", "ift_fp"))
+    m = bench_memory(preset, iterations=(2,), size=8, batch=1)
+    for net in (r["network"], m["network"]):
+        assert net["arch"] == "cpl" and net["skip"] and net["data_step"] == "proximal"
+        assert net["rho"] == pytest.approx(0.05) and net["lipschitz"] == 0.99 and net["depth"] == 2
+    assert bench_memory(get_preset("fast", depth=2, width=4), iterations=(2,), size=8, batch=1)["network"]["arch"] == "dncnn"
