@@ -465,8 +465,8 @@ fig.suptitle(f"{ckpt_path.parent.name}: DE-GRAD trained with JFB on CelebA 64x64
              "bundled test portraits, blur 5x5 sigma 1, noise 0.01", fontsize=9)
 fig.tight_layout()
 plt.show()
-print(f"Anderson: residual <= 1e-10 on {100 * acc.converged_fraction:.0f}% of the images after at most "
-      f"{int(acc.iterations.max())} iterations; PSNR at its fixed point "
+print(f"Anderson: residual <= 1e-10 on {100 * acc.converged_fraction:.0f}% of the images within "
+      f"{10 * -(-int(acc.iterations.max()) // 10)} iterations; PSNR at its fixed point "
       + ", ".join(f"{float(p):.2f}" for p in psnr(acc.z.clamp(0, 1), x_face, reduction="none")) + " dB")
 
 # %% [markdown]
