@@ -267,6 +267,57 @@ def _peak_bytes(device: str, base: int) -> int | None:
     return None
 
 
+def _time_training_step(base, mode: str, solver: str, d, x, lr: float, warmup: int, repeats: int, t_T: float,
+                        device) -> dict:
+    """One backward mode of :func:`bench_backward`: ``warmup`` + ``repeats`` training steps of a copy of
+    ``base``, each split into forward, backward and optimizer time; medians, samples and memory."""
+    model = copy.deepcopy(base)
+    model.grad_mode, model.backward_solver = mode, solver
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    samples: dict[str, list] = {"forward": [], "backward": [], "optimizer": [], "step": [],
+                                "backward_iterations": [], "forward_nfe": []}
+    saved, peak = 0, None
+    for rep in range(warmup + repeats):
+        opt.zero_grad(set_to_none=True)
+        mark = _peak_start(device)
+        synchronize(device)
+        t0 = time.perf_counter()
+        model.f.power_step()  # as DEGRAD.forward does in training mode
+        z_star = model.solve(d).z
+        synchronize(device)
+        t1 = time.perf_counter()
+        with SavedTensorMeter() as meter:
+            out = model.attach_gradient(z_star, d)
+            loss = ((out - x) ** 2).mean()
+        loss.backward()
+        synchronize(device)
+        t2 = time.perf_counter()
+        opt.step()
+        synchronize(device)
+        t3 = time.perf_counter()
+        if rep < warmup:
+            continue
+        samples["forward"].append(t1 - t0)
+        samples["backward"].append(t2 - t1)
+        samples["optimizer"].append(t3 - t2)
+        samples["step"].append(t3 - t0)
+        samples["backward_iterations"].append(model.last_backward.iterations)
+        samples["forward_nfe"].append(model.last_stats.nfe)
+        saved = max(saved, meter.bytes)
+        p = _peak_bytes(device, mark)
+        peak = p if peak is None else max(peak, p or 0)
+    med = {k: statistics.median(samples[k]) for k in ("forward", "backward", "optimizer", "step")}
+    return {
+        **{f"{k}_median": v for k, v in med.items()},
+        "backward_over_t_T": med["backward"] / t_T,
+        "backward_iterations_median": statistics.median(samples["backward_iterations"]),
+        "forward_nfe": samples["forward_nfe"][-1],
+        "saved_bytes": saved,
+        "cuda_peak_bytes": peak,
+        "samples": samples,
+    }
+
+
 def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] | None = None,
                    batch: int | None = None, repeats: int | None = None, warmup: int = 2,
                    forward_iters: int = 20, methods: tuple[str, ...] = ("jfb", "ift_cg", "ift_fp"),
@@ -321,51 +372,8 @@ def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] |
         row = {"size": size, "t_T_forward_backward": t_T, "methods": {}}
         for name in methods:
             mode, solver, _ = BACKWARD_METHODS[name]
-            model = copy.deepcopy(base)
-            model.grad_mode, model.backward_solver = mode, solver
-            opt = torch.optim.Adam(model.parameters(), lr=lr)
-            samples: dict[str, list] = {"forward": [], "backward": [], "optimizer": [], "step": [],
-                                        "backward_iterations": [], "forward_nfe": []}
-            saved, peak = 0, None
-            for rep in range(warmup + repeats):
-                opt.zero_grad(set_to_none=True)
-                mark = _peak_start(device)
-                synchronize(device)
-                t0 = time.perf_counter()
-                model.f.power_step()  # as DEGRAD.forward does in training mode
-                z_star = model.solve(d).z
-                synchronize(device)
-                t1 = time.perf_counter()
-                with SavedTensorMeter() as meter:
-                    out = model.attach_gradient(z_star, d)
-                    loss = ((out - x) ** 2).mean()
-                loss.backward()
-                synchronize(device)
-                t2 = time.perf_counter()
-                opt.step()
-                synchronize(device)
-                t3 = time.perf_counter()
-                if rep < warmup:
-                    continue
-                samples["forward"].append(t1 - t0)
-                samples["backward"].append(t2 - t1)
-                samples["optimizer"].append(t3 - t2)
-                samples["step"].append(t3 - t0)
-                samples["backward_iterations"].append(model.last_backward.iterations)
-                samples["forward_nfe"].append(model.last_stats.nfe)
-                saved = max(saved, meter.bytes)
-                p = _peak_bytes(device, mark)
-                peak = p if peak is None else max(peak, p or 0)
-            med = {k: statistics.median(samples[k]) for k in ("forward", "backward", "optimizer", "step")}
-            row["methods"][name] = {
-                **{f"{k}_median": v for k, v in med.items()},
-                "backward_over_t_T": med["backward"] / t_T,
-                "backward_iterations_median": statistics.median(samples["backward_iterations"]),
-                "forward_nfe": samples["forward_nfe"][-1],
-                "saved_bytes": saved,
-                "cuda_peak_bytes": peak,
-                "samples": samples,
-            }
+            row["methods"][name] = _time_training_step(base, mode, solver, d, x, lr, warmup, repeats, t_T, device)
+            med = {k: row["methods"][name][f"{k}_median"] for k in ("forward", "backward", "optimizer", "step")}
             say(f"size {size:4d} {name:>8}: step {med['step'] * 1e3:9.1f} ms (forward {med['forward'] * 1e3:8.1f}, "
                 f"backward {med['backward'] * 1e3:8.1f}, optimizer {med['optimizer'] * 1e3:6.1f}), "
                 f"backward iterations {row['methods'][name]['backward_iterations_median']:g}")

@@ -84,6 +84,29 @@ class MethodResult:
     per_image: dict = field(default_factory=dict)
 
 
+def _tune(methods, recs, grids, d_val, x_val, say) -> tuple[dict, dict]:
+    """Each method's weight chosen on the validation images (``None`` for a method without a grid)."""
+    weights: dict[str, float | None] = {}
+    tuning: dict[str, dict | None] = {}
+    for m in methods:
+        if m in grids:
+            say(f"tuning {m} on {len(x_val)} validation images")
+            t = tune_weight(lambda w, m=m: recs[m](d_val, w), x_val, grids[m],
+                            progress=lambda msg, m=m: say(f"  {m} {msg}"))
+            weights[m], tuning[m] = t.best, {"weights": t.weights, "val_psnr": t.psnr}
+        else:
+            weights[m], tuning[m] = None, None
+    return weights, tuning
+
+
+def _summary(values: dict) -> dict:
+    """Means and sample standard deviations of per-image PSNR and SSIM."""
+    p, s = torch.tensor(values["psnr"]), torch.tensor(values["ssim"])
+    one = len(p) < 2  # a sample standard deviation needs two images
+    return {"psnr_mean": float(p.mean()), "ssim_mean": float(s.mean()),
+            "psnr_std": None if one else float(p.std()), "ssim_std": None if one else float(s.std())}
+
+
 def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_std: float,
                        val: tuple[list[int], torch.Tensor], test: Split, seed: int = 0,
                        settings: ClassicalSettings | None = None, device: str = "cpu",
@@ -99,7 +122,6 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
     Returns a JSON-ready dict with per-method means, standard deviations, the tuning
     tables and per-image values (rounded), plus the settings used.
     """
-
     settings = settings or ClassicalSettings()
     say = progress or (lambda msg: None)
     A = blur_from_setting(blur, channels=3, padding=padding)
@@ -111,16 +133,7 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
     grids = {"tikhonov": settings.tikhonov_grid, "tv": settings.tv_grid}
     grids.update({m: g for m, (_, g) in extra.items() if g is not None})
     kept: dict[str, list[torch.Tensor]] = {"truth": [], "measured": [], **{m: [] for m in methods}}
-    weights: dict[str, float | None] = {}
-    tuning: dict[str, dict | None] = {}
-    for m in methods:
-        if m in grids:
-            say(f"tuning {m} on {len(val_ids)} validation images")
-            t = tune_weight(lambda w, m=m: recs[m](d_val, w), x_val, grids[m],
-                            progress=lambda msg, m=m: say(f"  {m} {msg}"))
-            weights[m], tuning[m] = t.best, {"weights": t.weights, "val_psnr": t.psnr}
-        else:
-            weights[m], tuning[m] = None, None
+    weights, tuning = _tune(methods, recs, grids, d_val, x_val, say)
     per = {m: {"psnr": [], "ssim": []} for m in methods}
     per_ids: list[int] = []
     seconds = {m: 0.0 for m in methods}
@@ -145,19 +158,10 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
             per[m]["psnr"] += psnr(x_hat, x, reduction="none").tolist()
             per[m]["ssim"] += ssim(x_hat, x, reduction="none").tolist()
         say(f"{len(per_ids)} test images done")
-    out = {}
-
-    def summary(values: dict) -> dict:
-        p, s = torch.tensor(values["psnr"]), torch.tensor(values["ssim"])
-        one = len(p) < 2  # a sample standard deviation needs two images
-        return {"psnr_mean": float(p.mean()), "ssim_mean": float(s.mean()),
-                "psnr_std": None if one else float(p.std()), "ssim_std": None if one else float(s.std())}
-
-    for m in methods:
-        res = MethodResult(method=m, weight=weights[m], seconds=seconds[m], tuning=tuning[m],
-                           per_image={k: [round(v, 4) for v in vals] for k, vals in per[m].items()},
-                           **summary(per[m]))
-        out[m] = asdict(res)
+    out = {m: asdict(MethodResult(method=m, weight=weights[m], seconds=seconds[m], tuning=tuning[m],
+                                  per_image={k: [round(v, 4) for v in vals] for k, vals in per[m].items()},
+                                  **_summary(per[m])))
+           for m in methods}
     result = {
         "blur": {"name": blur, "kernel_size": BLURS[blur].kernel_size, "sigma": BLURS[blur].sigma,
                  "description": BLURS[blur].description, "padding": padding},
@@ -166,7 +170,7 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
         "test": {"name": test.name, "n": len(per_ids), "size": test.size, "description": test.description,
                  "ids": per_ids},
         "val": {"n": len(val_ids)},
-        "measurement": summary(measured),
+        "measurement": _summary(measured),
         "methods": out,
         "settings": asdict(settings),
     }

@@ -95,3 +95,54 @@ def test_pytest_collects_each_notebook_once():
                          cwd=ROOT, capture_output=True, text=True, check=False).stdout
     files = {line.split("::")[0] for line in out.splitlines() if ".ipynb::" in line}
     assert files == {f"chapters/{n.name}" for n in NB}
+
+
+LIBRARY = sorted((ROOT / "jfb_core").glob("*.py"))
+
+
+def test_library_functions_are_short_and_import_the_library_at_the_top():
+    """No function of jfb_core over 80 lines; no import of a jfb_core module inside a function."""
+    import ast
+
+    long, local = [], []
+    for path in LIBRARY:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if node.end_lineno - node.lineno + 1 > 80:
+                    long.append(f"{path.name}:{node.name}")
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith("jfb_core"):
+                        local.append(f"{path.name}:{node.name} imports {inner.module}")
+                    if isinstance(inner, ast.Import) and any(a.name.startswith("jfb_core") for a in inner.names):
+                        local.append(f"{path.name}:{node.name} imports jfb_core")
+    assert not long, long
+    assert not local, local
+
+
+def test_the_library_import_graph_has_no_cycle():
+    import ast
+
+    graph = {}
+    for path in LIBRARY:
+        deps = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("jfb_core"):
+                deps.add(node.module.removeprefix("jfb_core").lstrip(".") or None)
+                if node.module == "jfb_core":
+                    deps.update(a.name for a in node.names if (ROOT / "jfb_core" / f"{a.name}.py").exists())
+        graph[path.stem] = {d for d in deps if d and d != path.stem}
+    state: dict[str, int] = {}
+
+    def visit(name, chain):
+        assert state.get(name) != 1, f"import cycle: {' -> '.join(chain + [name])}"
+        if state.get(name) == 2:
+            return
+        state[name] = 1
+        for dep in sorted(graph.get(name, ())):
+            visit(dep, chain + [name])
+        state[name] = 2
+
+    for name in sorted(graph):
+        visit(name, [])
+    assert graph["config"] <= {"errors"}  # the choices everyone imports depend on nothing else
