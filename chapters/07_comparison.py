@@ -98,7 +98,7 @@ for k, (p, s) in paper.items():
 #   (ReLU, Lipschitz constant at most 0.9). The step $\tau$ is tuned on the same validation images,
 #   over $\{0.5, 1, 1.5\}$. (The library now tunes over $\{0.5, 1, 1.5, 1.9\}$, all below $2/L$; the
 #   proximal runs' averaged denoiser appears in the reconstruction grid below, scored on its six
-#   images only, because its full evaluation did not fit this version's time budget.)
+#   images only.)
 # * **DE-GRAD** (explicit step, the paper's map (3.5)): chapter 6's second pair of runs. The
 #   `fast` network (depth 5, width 32, ReLU, Lipschitz target 0.9), the weighted regulariser
 #   $S_\Theta = \rho(I - f_\Theta)$ with $\rho$ trainable from 0.02, learning rate $10^{-3}$.
