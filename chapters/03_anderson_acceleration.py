@@ -173,7 +173,9 @@ mine = anderson_teaching(f_first, z0[0], iterations=20)
 lib = anderson(lambda z: z @ M.T + b[:1], z0[:1], tol=1e-300, max_iter=20)  # tolerance never met: 20 steps
 # the library returns the lowest-residual iterate; compare it with the teaching run's
 best = min(mine, key=lambda v: float((f_first(v) - v).norm() / f_first(v).norm()))
-print(f"teaching vs library after 20 steps: max difference {(best - lib.z[0]).abs().max():.1e}")
+diff = float((best - lib.z[0]).abs().max())  # rounding error, whose last digits vary with the machine
+assert diff < 1e-10
+print("teaching vs library after 20 steps: the same iterate to better than 1e-10")
 
 # %% [markdown]
 # ## Convergence: residual against function evaluations

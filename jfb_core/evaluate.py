@@ -180,7 +180,8 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
 
 
 def plot_grid(images: dict[str, torch.Tensor], labels: dict[str, str], path: str, title: str = "") -> None:
-    """Rows of images, one row per entry of ``labels`` (the paper's Table 1 layout), columns = test images."""
+    """Rows of images, one row per entry of ``labels`` (the paper's Table 1 layout), columns = test images;
+    with a ``"truth"`` row, every other image is titled with its PSNR against it."""
     from matplotlib.figure import Figure
 
     rows = [k for k in labels if k in images]
@@ -193,6 +194,9 @@ def plot_grid(images: dict[str, torch.Tensor], labels: dict[str, str], path: str
             ax.imshow(images[key][j].clamp(0, 1).permute(1, 2, 0).numpy())
             ax.set_xticks([])
             ax.set_yticks([])
+            if key != "truth" and "truth" in images:  # each reconstruction's PSNR against its ground truth
+                p = float(psnr(images[key][j:j + 1], images["truth"][j:j + 1]))  # as scored: unclipped
+                ax.set_title(f"{p:.2f} dB", fontsize=7, pad=2)
             if j == 0:
                 ax.set_ylabel(labels[key], fontsize=8)
     if title:

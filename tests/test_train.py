@@ -409,3 +409,19 @@ def test_every_committed_checkpoint_loads_safely_and_reconstructs(path):
     assert model.last_stats.converged_fraction == 1.0
     # (the rho = 1 run is chapter 6's counter-example: it gains least, about half a dB here)
     assert float(psnr(out, x, data_range=1.0).mean()) > float(psnr(d, x, data_range=1.0).mean()) + 0.25
+
+
+def test_the_reconstruction_grid_titles_each_image_with_its_psnr(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from jfb_core.evaluate import plot_grid
+    from jfb_core.metrics import psnr
+
+    truth = torch.rand(2, 3, 8, 8)
+    noisy = truth + 0.1 * torch.randn(2, 3, 8, 8)
+    titles = []
+    real = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda ax, t, **k: (titles.append(t), real(ax, t, **k))[1])
+    plot_grid({"truth": truth, "noisy": noisy}, {"truth": "ground truth", "noisy": "noisy"}, str(tmp_path / "g.png"))
+    assert titles == [f"{float(psnr(noisy[j:j + 1], truth[j:j + 1])):.2f} dB" for j in range(2)]
+    assert (tmp_path / "g.png").stat().st_size > 1000
