@@ -251,10 +251,12 @@ def scratch_grad(mode):
 
 
 jfb_lib = param_grad(like(model_t, "jfb"), d_t, x_t)
-print(f"scratch IFT vs dense solve: relative error {rel(scratch_grad('ift'), truth):.1e}; "
-      f"vs library IFT: {rel(scratch_grad('ift'), lib['fixed_point']):.1e}")
-print(f"scratch JFB vs library JFB: relative error {rel(scratch_grad('jfb'), jfb_lib):.1e}")
-assert rel(scratch_grad("ift"), truth) < 1e-10 and rel(scratch_grad("jfb"), jfb_lib) < 1e-10
+errors = {"scratch IFT vs dense solve": rel(scratch_grad("ift"), truth),
+          "scratch IFT vs library IFT": rel(scratch_grad("ift"), lib["fixed_point"]),
+          "scratch JFB vs library JFB": rel(scratch_grad("jfb"), jfb_lib)}
+for name, err in errors.items():  # rounding error, whose last digits vary with the machine
+    print(f"{name}: relative error {'below 1e-10' if err < 1e-10 else f'{err:.1e}'}")
+assert max(errors.values()) < 1e-10
 
 # %% [markdown]
 # ## The Neumann view, and unrolling
