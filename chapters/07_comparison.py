@@ -811,7 +811,7 @@ if first:
 
 # %%
 img = plt.imread(evdir / "celeba-paper-test_128px_9x9_var5_cpl_table1_grid.png")
-fig, ax = plt.subplots(figsize=(9, 9 * img.shape[0] / img.shape[1]))
+fig, ax = plt.subplots(figsize=(9, 9 * img.shape[0] / img.shape[1]), dpi=64)  # the committed PNG has full resolution
 ax.imshow(img)
 ax.axis("off")
 plt.show()
