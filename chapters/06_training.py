@@ -23,14 +23,13 @@
 # gradient (chapter 5). This chapter assembles them into Algorithm 4.1 of the paper
 # {cite:p}`liu2024jfbdeblur`. First a ten-line training loop written out by hand on the
 # bundled photographs, then the library's `train`, which adds what a real run
-# needs: pretraining, evaluation, checkpoints and resuming. Then come four committed
-# CelebA runs. The first falls far short of a tuned TV, and working out why leads to
-# a change of the regulariser that keeps Theorem 3.1. The second run uses that
-# change, but its solver crawls and stops far from the fixed point. The third takes the
-# data step exactly, which keeps the fixed points and the theorem and makes the solver
-# fast, and uses a network that can represent the identity. The fourth replaces the
-# network's layers by convex potential layers, which are 1-Lipschitz by construction and
-# far more expressive under the same bound. The runs give loss curves
+# needs: pretraining, evaluation, checkpoints and resuming. Then the recipe that works
+# on CelebA, one ingredient at a time, each motivated by what the theory says goes wrong
+# without it: a contractive $f_\Theta$ with the plain regulariser acts like a Tikhonov
+# floor; a weight $\rho$ on the regulariser lifts the floor but slows the explicit
+# solver; the exact (proximal) data step keeps the fixed points and the theorem and makes
+# the solver fast; and convex potential layers, 1-Lipschitz by construction, are far more
+# expressive under the same bound. Each ingredient is measured on a committed CelebA run. The runs give loss curves
 # like the paper's Fig. 1, solver statistics during training, and reconstructions laid
 # out like the paper's Table 1. The paper's figure and table used a 5×5 blur at
 # $128 \times 128$. The first three runs use the 9×9 variance-5 kernel of its Table 2, the
@@ -138,7 +137,7 @@ for row in live.log:
 # $32 \times 32$, enough to see the mechanics but not a result. The next
 # section is a real run.
 #
-# ## A first CelebA run, and what it shows
+# ## The plain regulariser on CelebA: a Tikhonov floor
 #
 # The committed run trained on the paper's CelebA split (images 1 to 8,000 for
 # training; the first 64 of the test images 8,001 to 10,000 scored during
@@ -148,7 +147,7 @@ for row in live.log:
 # * **images** $64 \times 64$ instead of $128 \times 128$;
 # * **network** depth 5 and width 32 (the `fast` network, Lipschitz target 0.9) instead of depth 17 and width 64;
 # * **blur** 9×9 with variance 5, the kernel of the paper's Table 2, noise 0.01 (at 64 pixels a
-#   stronger blur than the paper's, see the fourth run below);
+#   stronger blur than the paper's, see the convex-potential section below);
 # * **schedule**: 2 pretraining epochs, then 2 epochs of Adam (learning rate $10^{-3}$, batch 16)
 #   over the 8,000 training images, with the test images scored every 100 steps;
 # * **step size** $\eta$ initialised at 0.4 (chapter 4 explains why not $10^{-3}$).
@@ -290,10 +289,10 @@ assert local < gamma < 1 and mono >= rho * (1 - preset.lipschitz)
 # Lipschitz constant. The library's tests check both inequalities for random networks
 # in float64 (`tests/test_models.py`).
 #
-# ## The second CelebA run
+# ## The weighted regulariser, measured
 #
-# The second run changes only the regulariser: $\rho$ is initialised at 0.02 and trained.
-# Everything else is as in the first run, except the schedule. It has one pretraining
+# This run changes only the regulariser: $\rho$ is initialised at 0.02 and trained.
+# Everything else is as in the run above, except the schedule. It has one pretraining
 # epoch, then three training epochs (1,500 steps of batch 16), on one CPU thread, with
 # the 64 test images scored every 50 steps. An IFT-trained twin ran beside it on the other
 # CPU thread for 600 steps; chapter 7
@@ -447,7 +446,7 @@ assert local_prox < bound and gap < 1e-6
 # at this large $\rho$. With the $\rho$ of the CelebA runs, ten to fifty times smaller, the
 # explicit step's guarantee tends to 1 while (6.4) stays at $\epsilon$.
 #
-# ## The third CelebA run
+# ## The exact data step, measured
 #
 # The third pair of runs (JFB, and IFT beside it) uses (6.3) and (6.5). Against the
 # second run it changes:
@@ -567,7 +566,7 @@ print(f"with the norm underestimated by 40%: smallest eigenvalue {eig_bad.min():
 assert eig.min() >= -1 - 1e-9 and eig.max() <= 1 + 1e-9 and eig_bad.min() < -1
 
 # %% [markdown]
-# ## The fourth CelebA run
+# ## Convex potential layers, measured
 #
 # The fourth pair of runs (JFB, and IFT beside it) keeps the third run's proximal step
 # (6.3), averaged form (6.5), Lipschitz target 0.99 and $\rho$ initialised at 0.05, and
@@ -699,7 +698,7 @@ show_grid("celeba-paper-test_64px_5x5_s1_cpl_table1_grid.png", "fourth pair: 5x5
 # * A real run needs more than the loop: fixed noise per image, seeded order,
 #   evaluation, atomic checkpoints, exact resume, and a clear stop on a NaN.
 # * A Lipschitz target $\epsilon$ for $f_\Theta$ acts like a Tikhonov weight of at least $1 - \epsilon$:
-#   with 0.9, the first CelebA run did not beat tuned TV, and this floor is the likely reason.
+#   with 0.9, the CelebA run with the plain regulariser did not beat tuned TV, and this floor is the likely reason.
 # * A trainable weight, $S_\Theta = \rho(I - f_\Theta)$, lowers that floor to $\rho(1 - \epsilon)$ and keeps
 #   Theorem 3.1, with the weaker contraction $\gamma = 1 - \eta(\mu + \rho(1 - \epsilon))$.
 # * Taking the data step exactly, (6.3), keeps DE-GRAD's fixed points and makes the contraction
