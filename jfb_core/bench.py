@@ -323,7 +323,8 @@ def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] |
                    forward_iters: int = 20, methods: tuple[str, ...] = ("jfb", "ift_cg", "ift_fp"),
                    backward_tol: float = 1e-4, backward_max_iter: int = 200, neumann_k: int = 5,
                    data: str | None = None, lr: float = 1e-5,
-                   progress: Callable[[str], None] | None = None) -> dict:
+                   progress: Callable[[str], None] | None = None,
+                   on_row: Callable[[list], None] | None = None) -> dict:
     """Time one training step of DE-GRAD per backward mode (the paper's Fig. 2, made fair).
 
     Protocol: per square image size, one fixed batch; every method gets its own copy
@@ -339,6 +340,7 @@ def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] |
     point), the adjoint solver's iterations, and memory: bytes saved by autograd in
     the step (:class:`SavedTensorMeter`; any device) and the peak CUDA allocation
     during the step on a GPU. Medians are reported; all samples are kept.
+    ``on_row`` is called with the rows so far after every image size (to save partial results).
     """
     unknown = sorted(set(methods) - set(BACKWARD_METHODS))
     if unknown:
@@ -381,6 +383,8 @@ def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] |
             jfb_step = row["methods"]["jfb"]["step_median"]
             row["step_ratio_to_jfb"] = {k: v["step_median"] / jfb_step for k, v in row["methods"].items()}
         rows.append(row)
+        if on_row is not None:
+            on_row(rows)
     return {"sizes": list(sizes), "batch": batch, "repeats": repeats, "warmup": warmup,
             "forward_iters": forward_iters, "methods": {k: BACKWARD_METHODS[k][2] for k in methods},
             "backward_tol": backward_tol, "backward_max_iter": backward_max_iter, "neumann_k": neumann_k,

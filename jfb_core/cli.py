@@ -369,12 +369,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             sizes = (args.size,)
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
         t0 = time.perf_counter()
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        partial = (args.out or f"runs/bench/backward_{preset.name}_{torch_device_kind(device)}.json") + ".partial"
+
+        def save_partial(rows_so_far: list) -> None:
+            # a long benchmark loses at most one image size when interrupted
+            write_json(partial, {"complete": False, "rows": rows_so_far,
+                                 "provenance": provenance(config=preset.to_dict(), device=device)})
+
         result = bench.bench_backward(preset, device=device, sizes=sizes, batch=args.batch, repeats=args.repeats,
-                                      forward_iters=args.forward_iters, methods=methods,
+                                      warmup=args.warmup, forward_iters=args.forward_iters, methods=methods,
                                       backward_tol=args.backward_tol, backward_max_iter=args.backward_max_iter,
-                                      data=args.data,
+                                      data=args.data, on_row=save_partial,
                                       progress=lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}",
                                                                file=sys.stderr, flush=True))
+        if os.path.exists(partial):
+            os.remove(partial)
         for r in result["rows"]:
             ratios = ", ".join(f"{k}/jfb {v:.2f}" for k, v in r.get("step_ratio_to_jfb", {}).items() if k != "jfb")
             jfb = r["methods"].get("jfb")
@@ -678,6 +689,10 @@ def _add_bench_subcommands(bench: argparse.ArgumentParser) -> None:
             bp.add_argument("--backward-max-iter", type=_positive_int, default=200,
                             help="iteration cap of the adjoint solve")
             bp.add_argument("--data", default=None, help="CelebA folder for the fixed batch (default: bundled images)")
+            bp.add_argument("--warmup", type=_nonnegative_int, default=2,
+                            help="untimed steps before the timed ones, per size and method (default 2)")
+            bp.add_argument("--threads", type=_positive_int, default=None,
+                            help="CPU threads for torch (default: torch's choice)")
         bp.set_defaults(func=_cmd_bench)
 
 

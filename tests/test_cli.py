@@ -36,3 +36,35 @@ def test_bench_backward_writes_json_with_provenance_and_a_png(tmp_path, capsys, 
     assert data["provenance"]["config"]["name"] == "fast" and "torch" in data["provenance"]["environment"]
     assert (tmp_path / "bb.png").stat().st_size > 10_000
     assert "ift_fp/jfb" in capsys.readouterr().out
+
+
+def test_bench_backward_saves_each_size_as_it_goes_and_honours_warmup(tmp_path, monkeypatch):
+    monkeypatch.delenv("JFB_PRESET", raising=False)
+    out = tmp_path / "bb.json"
+    seen = []
+    real = __import__("jfb_core.bench", fromlist=["bench_backward"]).bench_backward
+
+    def spy(*args, **kwargs):
+        assert kwargs["warmup"] == 0
+        inner = kwargs["on_row"]
+
+        def on_row(rows):
+            inner(rows)
+            seen.append(json.loads((tmp_path / "bb.json.partial").read_text()))
+        kwargs["on_row"] = on_row
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("jfb_core.bench.bench_backward", spy)
+    import torch
+    threads = torch.get_num_threads()
+    try:
+        assert main(["bench", "backward", "--sizes", "8,12", "--repeats", "1", "--warmup", "0", "--threads", "1",
+                     "--forward-iters", "2", "--methods", "jfb", "--out", str(out)]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    # one partial file per finished size, holding the rows so far; gone once the full JSON is written
+    assert [[r["size"] for r in p["rows"]] for p in seen] == [[8], [8, 12]]
+    assert all(p["complete"] is False for p in seen)
+    assert not (tmp_path / "bb.json.partial").exists()
+    assert json.loads(out.read_text())["warmup"] == 0
