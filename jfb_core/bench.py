@@ -217,21 +217,58 @@ def plot_backward(result: dict, path: str) -> None:
         ax3.plot(sizes, [m / 2**20 for m in mem], "o-", color=line.get_color(), label=name)
     ax1.plot(sizes, [r["t_T_forward_backward"] for r in result["rows"]], "k:", label="one T forward+backward")
     ax1.set(xlabel="image side (pixels)", ylabel="median seconds", yscale="log", title="time per training step")
-    ax1.legend(fontsize=7)
+    ax1.legend(fontsize=8)
     if "jfb" in methods:
         ax2.plot(sizes, [r["methods"]["jfb"]["backward_over_t_T"] for r in result["rows"]], "ko--",
                  label="JFB backward / (T fwd+bwd)")
     ax2.axhline(1.0, color="grey", lw=0.8)
     ax2.set(xlabel="image side (pixels)", ylabel="ratio", title="cost ratios")
-    ax2.legend(fontsize=7)
+    ax2.legend(fontsize=8)
     gpu = result["rows"][0]["methods"][methods[0]]["cuda_peak_bytes"] is not None
     ax3.set(xlabel="image side (pixels)", ylabel="MiB",
             title="peak CUDA allocation in a step" if gpu else "bytes saved by autograd in a step")
-    ax3.legend(fontsize=7)
+    ax3.legend(fontsize=8)
     fig.suptitle(f"DE-GRAD training step, batch {result['batch']}, {result['forward_iters']} forward iterations, "
                  f"depth {result['depth']} width {result['width']}, {result['device']}", fontsize=9)
     fig.savefig(path, dpi=110)
 
+
+def plot_backward_comparison(results: dict[str, dict], figsize: tuple[float, float] = (13, 4.6)):
+    """Fig. 2 for several committed :func:`bench_backward` results at once, drawn large.
+
+    ``results`` maps a label (say ``"paper 17x64, CPU"``) to a result. Panel 1: median
+    step time per method against image size (one line style per result); panel 2: each
+    IFT variant's step time over JFB's; panel 3: memory (CUDA peak on a GPU, else bytes
+    saved by autograd). Returns the matplotlib ``Figure``; nothing is written.
+    """
+    from matplotlib.figure import Figure
+
+    if not results:
+        raise ValueError("plot_backward_comparison needs at least one result")
+    fig = Figure(figsize=figsize, layout="constrained")
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    colours = {"jfb": "C0", "ift_cg": "C1", "ift_fp": "C2", "neumann": "C3"}
+    styles = ["o-", "s--", "^:", "d-."]
+    for (label, res), style in zip(results.items(), styles):
+        sizes = [r["size"] for r in res["rows"]]
+        for name in res["methods"]:
+            c = colours.get(name, "k")
+            ms = [r["methods"][name] for r in res["rows"]]
+            ax1.plot(sizes, [m["step_median"] for m in ms], style, color=c, label=f"{name}, {label}")
+            mem = [(m["cuda_peak_bytes"] or m["saved_bytes"]) / 2**20 for m in ms]
+            ax3.plot(sizes, mem, style, color=c, label=f"{name}, {label}")
+            if name != "jfb":
+                ax2.plot(sizes, [r["step_ratio_to_jfb"][name] for r in res["rows"]], style, color=c,
+                         label=f"{name} / jfb, {label}")
+    ax1.set(xlabel="image side (pixels)", ylabel="median seconds per step", yscale="log",
+            title="time per training step")
+    ax2.axhline(1.0, color="grey", lw=0.8)
+    ax2.set(xlabel="image side (pixels)", ylabel="step time / JFB step time", title="cost relative to JFB")
+    ax3.set(xlabel="image side (pixels)", ylabel="MiB", yscale="log", title="memory of a step")
+    for ax in (ax1, ax2, ax3):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    return fig
 
 BACKWARD_METHODS = {
     # name: (grad_mode, backward_solver, human label)
@@ -397,4 +434,4 @@ def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] |
 
 
 __all__ = ["BACKWARD_METHODS", "SavedTensorMeter", "bench_backward", "bench_memory", "bench_solvers", "plot_backward",
-           "synchronize", "timed", "tv_fixed_point_map"]
+           "plot_backward_comparison", "synchronize", "timed", "tv_fixed_point_map"]

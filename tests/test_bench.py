@@ -82,3 +82,20 @@ def test_benchmarks_time_the_network_the_preset_describes():
         assert net["arch"] == "cpl" and net["skip"] and net["data_step"] == "proximal"
         assert net["rho"] == pytest.approx(0.05) and net["lipschitz"] == 0.99 and net["depth"] == 2
     assert bench_memory(get_preset("fast", depth=2, width=4), iterations=(2,), size=8, batch=1)["network"]["arch"] == "dncnn"
+
+
+def test_the_comparison_figure_draws_every_method_of_every_result_from_its_numbers():
+    from jfb_core.bench import plot_backward_comparison
+    preset = get_preset("fast", depth=2, width=4)
+    a = bench_backward(preset, sizes=(8, 12), batch=1, repeats=1, warmup=0, forward_iters=2, methods=("jfb", "ift_fp"))
+    b = bench_backward(preset, sizes=(8,), batch=1, repeats=1, warmup=0, forward_iters=2, methods=("jfb", "ift_cg"))
+    fig = plot_backward_comparison({"a": a, "b": b})
+    steps, ratios, mem = fig.axes
+    lines = {ln.get_label(): ln for ln in steps.get_lines()}
+    assert set(lines) == {"jfb, a", "ift_fp, a", "jfb, b", "ift_cg, b"}
+    assert list(lines["ift_fp, a"].get_ydata()) == [r["methods"]["ift_fp"]["step_median"] for r in a["rows"]]
+    assert [ln.get_label() for ln in ratios.get_lines() if not ln.get_label().startswith("_")] == \
+        ["ift_fp / jfb, a", "ift_cg / jfb, b"]
+    assert len([ln for ln in mem.get_lines()]) == 4
+    with pytest.raises(ValueError):
+        plot_backward_comparison({})
