@@ -18,7 +18,7 @@ export JFB_PRESET ?= fast
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
 .PHONY: help install mathjax sync check-sync notebooks lab book book-strict \
-        pytest nbval test clean reproduce train128 train128-s1 train128-ift publish128 eval128
+        pytest nbval test clean reproduce train128 train128-s1 train128-ift publish128 eval128 eval128-s1
 
 help:
 	@echo "make book        set up and build the course HTML ($(BOOK_HTML))"
@@ -126,6 +126,8 @@ reproduce: $(STAMP)
 	$(BIN)/python -m jfb_core bench solvers --out results/bench/solvers_fast_cpu.json
 	$(BIN)/python -m jfb_core bench memory --out results/bench/memory_fast_cpu.json
 	$(BIN)/python -m jfb_core bench backward --out results/bench/backward_fast_cpu.json
+	@test -z "$(CELEBA)" || $(BIN)/python -m jfb_core bench backward --preset paper --device cpu --sizes 16,32,64,96,128 \
+	  --batch 16 --repeats 3 --warmup 1 --threads 1 --data "$(CELEBA)" --out results/bench/backward_paper_cpu.json
 	$(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 64 --out "$(CACHE64)"
 	$(BIN)/python -m jfb_core train $(TRAIN64_RHO1) --grad-mode jfb --out runs/celeba64_9x9_var5_rho1_jfb
 	$(BIN)/python -m jfb_core train $(TRAIN64) --epochs 3 --grad-mode jfb --out runs/celeba64_9x9_var5_jfb & \
@@ -221,6 +223,19 @@ train128-s1: $(STAMP)
 	  $(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 128 --out "$(CACHE128)")
 	$(BIN)/python -m jfb_core train $(TRAIN128) --blur 5x5_s1 --epochs 1 --max-steps 200 --grad-mode jfb \
 	  --out $(RUNS128)/celeba128_5x5_s1_cpl_jfb
+
+# publish and score the 5x5 sigma-1 run: slim checkpoint and log, JFB on the first 500 test
+# images beside the committed 128-px TV at this blur, and Table 1's grid
+R128S1 = results/train/celeba128_5x5_s1_cpl_jfb
+EVAL128S1 = $(subst 9x9_var5,5x5_s1,$(EVAL128))
+eval128-s1: $(STAMP)
+	@test -n "$(CELEBA)" || (echo "usage: make eval128-s1 CELEBA=/path/to/celeba"; exit 2)
+	mkdir -p $(R128S1) && cp $(RUNS128)/celeba128_5x5_s1_cpl_jfb/log.json $(R128S1)/ && \
+	  $(SLIM0) $(RUNS128)/celeba128_5x5_s1_cpl_jfb/checkpoint.pt $(R128S1)/checkpoint.pt
+	$(BIN)/python -m jfb_core evaluate $(EVAL128S1) --methods degrad_jfb --checkpoint degrad_jfb=$(R128S1)/checkpoint.pt \
+	  --limit 500 --out results/eval/celeba-paper-test_128px_5x5_s1_cpl_jfb.json
+	$(BIN)/python -m jfb_core evaluate $(EVAL128S1) --methods direct,tv,degrad_jfb --checkpoint degrad_jfb=$(R128S1)/checkpoint.pt \
+	  --tv-grid 2e-3 --limit 6 --grid 6 --out results/eval/celeba-paper-test_128px_5x5_s1_cpl_table1.json
 
 # its IFT companion, warm-started from the 64-px IFT run; IFT steps cost more, so the run also
 # stops at a wall-clock budget of 70 minutes (MAXSEC) to be scored beside JFB at a like time
