@@ -338,8 +338,10 @@ for name, xr in rows.items():
 # writes `results/baselines/celeba-paper-test_9x9_var5_zeros.json` with the
 # command, the machine and the full configuration. We load those files here. The
 # paper's Table 2 reports TV at 26.70 dB / 0.90 for the 9×9, variance 5 setting;
-# that row is quoted from {cite:t}`gilton2021deep`, whose code blurred with a
-# 5×5 kernel of $\sigma = 5$, so it is shown beside both.
+# that row is quoted from {cite:t}`gilton2021deep`, whose public CelebA deblurring
+# script blurs with a 5×5 kernel of $\sigma = 5$ (`kernel_size = 5` and `kernel_sigma = 5.0`,
+# lines 54–55 of `scripts/fixedpoint/deblur_proxgrad_fixedeta_pre.py` in
+# `dgilton/deep_equilibrium_inverse`, commit e97a319), so it is shown beside both.
 
 # %%
 from jfb_core.provenance import command_line, find_results_dir
@@ -370,8 +372,8 @@ if not files:
 # PSNR, but about 0.04 *below* it in SSIM: the Table 2 row was not measured on
 # this data and blur, and the two metrics need not move together (TV's flat,
 # cartoon-like regions cost structural similarity on skin texture). With the 5×5,
-# $\sigma = 5$ blur of Gilton et al.'s code, the setting the row was actually
-# produced with, TV is above the row in both metrics. Second,
+# $\sigma = 5$ blur of Gilton et al.'s public script (which may or may not be the one
+# behind the quoted row), TV is above the row in both metrics. Second,
 # its best weight sits at the lower edge of the tuning grid (flagged above), so a
 # wider grid could only raise the TV number further; the same holds for the
 # flagged Tikhonov rows. Third, the blur settings give very different numbers for
