@@ -83,6 +83,13 @@ def number_list(text: str, flag: str, kind: type = float) -> tuple:
     return values
 
 
+def _positive_list(text: str, flag: str) -> tuple:
+    values = number_list(text, flag)
+    if not all(v > 0 for v in values):
+        raise UserError(f"{flag} {text!r}: every value must be positive")
+    return values
+
+
 def check_device(device: str) -> str:
     """``device`` if torch knows it and it is present here, else a :class:`UserError`."""
     try:
@@ -187,6 +194,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     settings = ClassicalSettings()
     if args.tv_grid:
         settings.tv_grid = number_list(args.tv_grid, "--tv-grid")
+    if args.tv_delta:
+        settings.tv_delta_grid = _positive_list(args.tv_delta, "--tv-delta")
+    if args.tv_exact_grid:
+        settings.tv_exact_grid = number_list(args.tv_exact_grid, "--tv-exact-grid")
     t0 = time.perf_counter()
     result = evaluate_classical(methods, preset.blur, preset.padding, preset.noise_std, val, test,
                                 seed=args.seed, device=args.device,
@@ -623,6 +634,12 @@ def _add_evaluate_arguments(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--pnp-tol", type=_positive_float, default=1e-4,
                     help="Plug-and-Play stops when every image's relative change is below this (default 1e-4)")
     ev.add_argument("--tv-grid", default=None, help="comma-separated TV weights to tune over (default: 5e-4..4e-3)")
+    ev.add_argument("--tv-delta", default=None,
+                    help="comma-separated smoothing parameters delta of TV to tune together with its weight "
+                         "(default: delta = 0.01 fixed)")
+    ev.add_argument("--tv-exact-grid", default=None,
+                    help="comma-separated weights for tv_exact (FISTA, unsmoothed TV) to tune over "
+                         "(default: 1e-4..1e-3)")
     ev.add_argument("--grid", type=_nonnegative_int, default=0, help="also write a PNG grid of the first N test images")
     ev.add_argument("--solve-tol", type=_positive_float, default=None,
                     help="Anderson tolerance for the checkpoints' fixed points (default: the trained one)")

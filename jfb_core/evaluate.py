@@ -20,16 +20,17 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from jfb_core.baselines import direct_inverse, tikhonov, tune_weight, tv_gradient_descent
+from jfb_core.baselines import direct_inverse, tikhonov, tune_weight, tv_fista, tv_gradient_descent
 from jfb_core.config import BLURS
 from jfb_core.data import measure
 from jfb_core.metrics import psnr, ssim
 from jfb_core.operators import GaussianBlur, blur_from_setting
 from jfb_core.errors import UserError
 
-CLASSICAL_METHODS = ("direct", "tikhonov", "tv")
+CLASSICAL_METHODS = ("direct", "tikhonov", "tv", "tv_exact")
 TIKHONOV_GRID = (3e-3, 1e-2, 3e-2)
 TV_GRID = (5e-4, 1e-3, 2e-3, 4e-3)
+TV_EXACT_GRID = (1e-4, 2e-4, 3e-4, 5e-4, 1e-3)
 
 
 @dataclass
@@ -41,9 +42,20 @@ class ClassicalSettings:
     tikhonov_grid: tuple[float, ...] = TIKHONOV_GRID
     tv_grid: tuple[float, ...] = TV_GRID
     tv_delta: float = 1e-2
+    #: smoothing parameters to tune together with the weight (empty: ``tv_delta`` alone)
+    tv_delta_grid: tuple[float, ...] = ()
     tv_max_iter: int = 150
     tv_tol: float = 1e-5
     tv_momentum: bool = True
+    tv_exact_grid: tuple[float, ...] = TV_EXACT_GRID
+    tv_exact_max_iter: int = 300
+    tv_exact_inner_iter: int = 10
+
+    def grids(self) -> dict[str, tuple]:
+        """The tuning grid of each method that has one; TV's is of ``(weight, delta)`` pairs
+        when ``tv_delta_grid`` is given."""
+        tv_grid = tuple((w, dl) for dl in self.tv_delta_grid for w in self.tv_grid) or self.tv_grid
+        return {"tikhonov": self.tikhonov_grid, "tv": tv_grid, "tv_exact": self.tv_exact_grid}
 
 
 @dataclass
@@ -64,10 +76,14 @@ def make_reconstructor(method: str, A: GaussianBlur, settings: ClassicalSettings
     if method == "tikhonov":
         return lambda d, w: tikhonov(A, d, w, max_iter=settings.tikhonov_max_iter)
     if method == "tv":
-        def rec(d: torch.Tensor, w: float) -> torch.Tensor:
-            return tv_gradient_descent(A, d, w, delta=settings.tv_delta, max_iter=settings.tv_max_iter,
+        def rec(d: torch.Tensor, w: float | tuple[float, float]) -> torch.Tensor:
+            lam, delta = w if isinstance(w, (tuple, list)) else (w, settings.tv_delta)
+            return tv_gradient_descent(A, d, lam, delta=delta, max_iter=settings.tv_max_iter,
                                        tol=settings.tv_tol, momentum=settings.tv_momentum).x
         return rec
+    if method == "tv_exact":
+        return lambda d, w: tv_fista(A, d, w, max_iter=settings.tv_exact_max_iter, tol=settings.tv_tol,
+                                     inner_iter=settings.tv_exact_inner_iter).x
     raise UserError(f"unknown method {method!r}; choose from {CLASSICAL_METHODS}")
 
 
@@ -130,7 +146,7 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
     d_val = measure(A, x_val, noise_std, seed=seed, indices=val_ids)
     extra = extra or {}
     recs = {m: extra[m][0] if m in extra else make_reconstructor(m, A, settings) for m in methods}
-    grids = {"tikhonov": settings.tikhonov_grid, "tv": settings.tv_grid}
+    grids = settings.grids()
     grids.update({m: g for m, (_, g) in extra.items() if g is not None})
     kept: dict[str, list[torch.Tensor]] = {"truth": [], "measured": [], **{m: [] for m in methods}}
     weights, tuning = _tune(methods, recs, grids, d_val, x_val, say)
@@ -211,5 +227,5 @@ def format_weight(w, number: str = "{:.1e}") -> str:
     return "/".join(f"{v:g}" for v in w) if isinstance(w, (list, tuple)) else number.format(w)
 
 
-__all__ = ["CLASSICAL_METHODS", "ClassicalSettings", "MethodResult", "Split", "evaluate_classical",
+__all__ = ["CLASSICAL_METHODS", "ClassicalSettings", "TV_EXACT_GRID", "MethodResult", "Split", "evaluate_classical",
            "format_weight", "make_reconstructor", "plot_grid"]
