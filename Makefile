@@ -8,8 +8,6 @@ PYTHON   ?= python3
 VENV     ?= .venv
 BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.installed-stamp
-MATHJAX_VERSION := 3.2.2
-MATHJAX  := book/_mathjax/tex-svg-full.js
 CHAPTERS := $(sort $(wildcard chapters/[0-9]*.py))
 BOOK_HTML := _build/html/index.html
 
@@ -17,7 +15,7 @@ BOOK_HTML := _build/html/index.html
 export JFB_PRESET ?= fast
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
-.PHONY: help install mathjax sync check-sync notebooks lab book book-strict \
+.PHONY: help install sync check-sync notebooks lab book book-strict \
         pytest nbval test clean reproduce train128 train128-s1 train128-ift publish128 eval128 eval128-s1
 
 help:
@@ -35,18 +33,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import jfb_core, torch, torchvision, jupyter_book, nbval"
 	touch $@
 
-install: $(STAMP) $(MATHJAX)
-
-# A local MathJax 3 so the book renders math with no network. It comes from the
-# npm registry at set-up time and is never committed (book/_mathjax is ignored).
-$(MATHJAX):
-	rm -rf .cache/mathjax && mkdir -p .cache/mathjax book/_mathjax
-	cd .cache/mathjax && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null
-	tar -xzf .cache/mathjax/mathjax-$(MATHJAX_VERSION).tgz -C .cache/mathjax package/es5/tex-svg-full.js package/LICENSE
-	cp .cache/mathjax/package/LICENSE book/_mathjax/LICENSE
-	cp .cache/mathjax/package/es5/tex-svg-full.js $@
-
-mathjax: $(MATHJAX)
+# The book's MathJax comes with the book extra (sphinx-mathjax-offline): no npm, no network.
+install: $(STAMP)
 
 sync: $(STAMP)
 	$(BIN)/jupytext --quiet --sync $(CHAPTERS)
