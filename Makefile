@@ -16,7 +16,8 @@ export JFB_PRESET ?= fast
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
 .PHONY: help install sync check-sync notebooks lab book book-strict \
-        pytest nbval test clean reproduce train128 train128-s1 train128-ift publish128 eval128 eval128-s1
+        pytest nbval test clean reproduce train128 train128-s1 train128-ift publish128 eval128 eval128-s1 \
+        train128-s5 eval128-s5 tight128 tv128 pnp128
 
 help:
 	@echo "make book        set up and build the course HTML ($(BOOK_HTML))"
@@ -181,9 +182,8 @@ train128: $(STAMP)
 
 # Publish and score the 128-px runs: slim checkpoints (no optimiser state, no power vectors:
 # the same outputs, under 1 MB) and logs into results/train/, then the evaluations of chapter 7:
-# JFB on all 2,000 test images and IFT on the first 500 at the trained tolerance, both on the first
-# 20 at a solved fixed point (float64),
-# and Table 1's grid of 6 images beside the direct inverse and TV at the committed 128-px weight.
+# JFB on all 2,000 test images and IFT on the first 500 at the trained tolerance (tight128 scores
+# them at a solved fixed point), and Table 1's grid of 6 images beside the direct inverse and TV at the committed 128-px weight.
 SLIM0 = $(BIN)/python -c "import sys; from jfb_core.train import slim_checkpoint as s; s(sys.argv[1], sys.argv[2], keep_power_vectors=False)"
 EVAL128 = --preset paper --data "$(CELEBA)" --size 128 --blur 9x9_var5 --n-val 100 --device cpu
 R128 = results/train/celeba128_9x9_var5_cpl
@@ -198,9 +198,6 @@ eval128: $(STAMP)
 	  --out results/eval/celeba-paper-test_128px_9x9_var5_cpl_jfb.json
 	$(BIN)/python -m jfb_core evaluate $(EVAL128) --methods degrad_ift --checkpoint degrad_ift=$(R128)_ift/checkpoint.pt \
 	  --limit 500 --out results/eval/celeba-paper-test_128px_9x9_var5_cpl_ift.json
-	$(BIN)/python -m jfb_core evaluate $(EVAL128) --methods degrad_jfb,degrad_ift --checkpoint degrad_jfb=$(R128)_jfb/checkpoint.pt \
-	  --checkpoint degrad_ift=$(R128)_ift/checkpoint.pt --limit 20 --solve-tol 1e-6 --solve-max-iter 400 --float64 \
-	  --out results/eval/celeba-paper-test_128px_9x9_var5_cpl_tight.json
 	$(BIN)/python -m jfb_core evaluate $(EVAL128) --methods direct,tv,degrad_jfb --checkpoint degrad_jfb=$(R128)_jfb/checkpoint.pt \
 	  --tv-grid 5e-4 --limit 6 --grid 6 --out results/eval/celeba-paper-test_128px_9x9_var5_cpl_table1.json
 
@@ -232,3 +229,54 @@ train128-ift: $(STAMP)
 	  $(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 128 --out "$(CACHE128)")
 	$(BIN)/python -m jfb_core train $(subst cpl_jfb,cpl_ift,$(TRAIN128)) --blur 9x9_var5 --epochs 1 --max-steps 300 \
 	  --max-seconds $(or $(MAXSEC),4200) --grad-mode ift --out $(RUNS128)/celeba128_9x9_var5_cpl_ift
+
+# Gilton et al.'s blur (5x5, sigma = 5), where Table 2's Deep Equilibrium row was measured: the same
+# recipe and warm start as train128-s1, JFB
+train128-s5: $(STAMP)
+	@test -f "$(CACHE128)" || (test -n "$(CELEBA)" || (echo "usage: make train128-s5 CELEBA=/path/to/celeba"; exit 2); \
+	  $(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 128 --out "$(CACHE128)")
+	$(BIN)/python -m jfb_core train $(TRAIN128) --blur 5x5_s5 --epochs 1 --max-steps 200 --grad-mode jfb \
+	  --out $(RUNS128)/celeba128_5x5_s5_cpl_jfb
+
+R128S5 = results/train/celeba128_5x5_s5_cpl_jfb
+EVAL128S5 = $(subst 9x9_var5,5x5_s5,$(EVAL128))
+eval128-s5: $(STAMP)
+	@test -n "$(CELEBA)" || (echo "usage: make eval128-s5 CELEBA=/path/to/celeba"; exit 2)
+	mkdir -p $(R128S5) && cp $(RUNS128)/celeba128_5x5_s5_cpl_jfb/log.json $(R128S5)/ && \
+	  $(SLIM0) $(RUNS128)/celeba128_5x5_s5_cpl_jfb/checkpoint.pt $(R128S5)/checkpoint.pt
+	$(BIN)/python -m jfb_core evaluate $(EVAL128S5) --methods degrad_jfb --checkpoint degrad_jfb=$(R128S5)/checkpoint.pt \
+	  --limit 500 --out results/eval/celeba-paper-test_128px_5x5_s5_cpl_jfb.json
+
+# Every 128-px network at a solved fixed point (float64, outer tolerance 1e-6, inner 1e-8) on the
+# first 20 test images, one file per blur
+TIGHT128 = --limit 20 --solve-tol 1e-6 --solve-max-iter 400 --float64
+tight128: $(STAMP)
+	@test -n "$(CELEBA)" || (echo "usage: make tight128 CELEBA=/path/to/celeba"; exit 2)
+	$(BIN)/python -m jfb_core evaluate $(EVAL128) --methods degrad_jfb,degrad_ift --checkpoint degrad_jfb=$(R128)_jfb/checkpoint.pt \
+	  --checkpoint degrad_ift=$(R128)_ift/checkpoint.pt $(TIGHT128) --out results/eval/celeba-paper-test_128px_9x9_var5_cpl_tight.json
+	$(BIN)/python -m jfb_core evaluate $(EVAL128S1) --methods degrad_jfb --checkpoint degrad_jfb=$(R128S1)/checkpoint.pt \
+	  $(TIGHT128) --out results/eval/celeba-paper-test_128px_5x5_s1_cpl_tight.json
+	$(BIN)/python -m jfb_core evaluate $(EVAL128S5) --methods degrad_jfb --checkpoint degrad_jfb=$(R128S5)/checkpoint.pt \
+	  $(TIGHT128) --out results/eval/celeba-paper-test_128px_5x5_s5_cpl_tight.json
+
+# The strongest TV at 128 px: the smoothing delta tuned with the weight on validation, for each
+# blur, and the exact (unsmoothed) TV by FISTA beside the smoothed one on the first 200 test images
+TVTUNE = --preset paper --data "$(CELEBA)" --n-val 100 --methods tv --tv-grid 2.5e-4,5e-4,1e-3,2e-3,4e-3 \
+	--tv-delta 0.01,0.02,0.05,0.1
+tv128: $(STAMP)
+	@test -n "$(CELEBA)" || (echo "usage: make tv128 CELEBA=/path/to/celeba"; exit 2)
+	for blur in 9x9_var5 5x5_s1 5x5_s5; do \
+	  $(BIN)/python -m jfb_core evaluate $(TVTUNE) --blur $$blur --out results/baselines/celeba-paper-test_$${blur}_tv-tuned.json || exit 1; \
+	done
+	$(BIN)/python -m jfb_core evaluate --preset paper --data "$(CELEBA)" --blur 9x9_var5 --n-val 100 --methods tv,tv_exact \
+	  --tv-grid 5e-4,1e-3 --tv-delta 0.01,0.05 --tv-exact-grid 2e-4,3e-4,5e-4,7e-4,1e-3 --limit 200 \
+	  --out results/baselines/celeba-paper-test_9x9_var5_tv-exact.json
+
+# Plug-and-Play at 128 px, Table 2's blur, with the 64-px JFB run's pretrained CPLNet denoiser
+# (fully convolutional), step and strength tuned on the first 32 validation images; first 500 test images
+pnp128: $(STAMP)
+	@test -n "$(CELEBA)" || (echo "usage: make pnp128 CELEBA=/path/to/celeba"; exit 2)
+	$(BIN)/python -m jfb_core evaluate --preset paper --data "$(CELEBA)" --size 128 --blur 9x9_var5 --n-val 32 --device cpu \
+	  --methods pnp --pnp-step 1.5,1.9 --pnp-strength 0.1,0.2,0.4 --pnp-max-iter 100 --limit 500 \
+	  --checkpoint degrad_jfb=results/train/celeba64_5x5_s1_cpl_jfb/checkpoint.pt \
+	  --out results/eval/celeba-paper-test_128px_9x9_var5_pnp.json

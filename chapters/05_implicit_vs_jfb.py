@@ -75,10 +75,11 @@ print(f"preset {preset.name}: {preset.image_size}x{preset.image_size} images, ne
 # invertible. For DE-GRAD, Theorem 3.1 of chapter 4 gives $\|J\| \le \gamma < 1$, so every
 # eigenvalue of $J$ lies inside the unit disc and $\mathcal{J}$ is invertible. For a
 # loss $\ell(x^\star)$ with gradient $g = \partial\ell/\partial x^\star$ (a row vector in the
-# paper's notation), gradient descent on $\Theta$ reads
+# paper's notation), gradient descent on $\Theta$ with learning rate $\theta_{\rm lr}$ (the paper
+# writes $\alpha$, which this course keeps for Anderson's weights) reads
 #
 # $$
-# \Theta \leftarrow \Theta - \alpha\, g\, \mathcal{J}^{-1} M. \tag{3.10}
+# \Theta \leftarrow \Theta - \theta_{\rm lr}\, g\, \mathcal{J}^{-1} M. \tag{3.10}
 # $$
 #
 # Nobody forms $\mathcal{J}^{-1}$: at $128 \times 128$ RGB, $n = 49{,}152$ and $\mathcal{J}$ alone
@@ -280,11 +281,11 @@ ks = [0, 1, 2, 4, 8, 16, 32, 64]
 err_neumann = [rel(param_grad(like(model_t, "neumann", neumann_k=k), d_t, x_t), truth) for k in ks]
 Ks = [1, 2, 4, 8, 16, 32, 64, 128]
 err_unrolled = [rel(param_grad(like(model_t, "unrolled", unroll_k=K), d_t, x_t), truth) for K in Ks]
-rho = float(torch.linalg.eigvals(J).abs().max())
+radius = float(torch.linalg.eigvals(J).abs().max())
 fig, ax = plt.subplots(figsize=(6.5, 4))
 ax.semilogy(ks, err_neumann, "o-", label="Neumann-$k$ ($k$ extra terms; $k=0$ is JFB)")
 ax.semilogy(Ks, err_unrolled, "s-", label="unrolled backprop through $K$ steps from $A^\\top d$")
-ax.semilogy(ks, [err_neumann[0] * rho**k for k in ks], "k:", label=f"$\\rho(J)^k$, $\\rho(J) = {rho:.2f}$")
+ax.semilogy(ks, [err_neumann[0] * radius**k for k in ks], "k:", label=f"spectral radius $r(J)^k$, $r(J) = {radius:.2f}$")
 ax.axhline(rel(lib["fixed_point"], truth), color="C2", label="IFT (library), fixed-point adjoint")
 ax.set(xlabel="$k$ or $K$", ylabel="relative error of $d\\ell/d\\Theta$", ylim=(1e-16, 3),
        title="Gradient error against a dense solve (float64, 108 unknowns)")
