@@ -379,7 +379,8 @@ if not files:
 # flagged Tikhonov rows. Third, the blur settings give very different numbers for
 # the same method; a comparison across settings means nothing unless the setting
 # is stated. Fourth, these are PSNR values on $[0, 1]$; the paper's code computed
-# $-10\log_{10}(\mathrm{MSE})$ on $[-1, 1]$, which reads 6.02 dB lower for the same
+# $-10\log_{10}(\mathrm{MSE})$ (`support/metrics.py`, commit `8604e65`, line 16) on images
+# normalised to $[-1, 1]$ (`scripts/script_fixlr.py`, commit `11bc6ff`, line 24), which reads 6.02 dB lower for the same
 # reconstruction (`jfb_core.metrics.psnr_from_minus_one_one_convention` converts).
 # Chapter 7 puts all of this side by side with the learned methods.
 #

@@ -94,7 +94,8 @@ print(f"preset {preset.name}: {preset.image_size}x{preset.image_size} images, ne
 # then $w M$ is one vector-Jacobian product through one application of $T_\Theta$,
 # exactly what `loss.backward()` computes when the incoming gradient is $w$
 # instead of $g$. Equation (3.10a) is numbered "a" because the paper writes it
-# only in words. Its coefficient matrix is applied with vector-Jacobian products
+# in Section 5.3, in row form ($w\mathcal{J} = d\ell/dx^*$), rather than as a numbered
+# equation. Its coefficient matrix is applied with vector-Jacobian products
 # $v \mapsto J^\top v$, which autograd provides for the price of one backward pass
 # through $T_\Theta$. Two solvers:
 #
@@ -116,8 +117,12 @@ print(f"preset {preset.name}: {preset.image_size}x{preset.image_size} images, ne
 # **Where it goes wrong.** The right-hand side of (3.10b) contains $\mathcal{J} = I - J$,
 # not $J$. Code that builds the left-hand side from $x - T_\Theta(x)$ but the
 # right-hand side from $T_\Theta$ solves a different system, runs without error,
-# and returns a plausible-looking vector. The paper's public code got this
-# right-hand side wrong. The library computes $(I - J)g$ as `g - jvp(g)`
+# and returns a plausible-looking vector. The paper's public code does exactly this: in
+# `support/models.py` (commit `975ad38`, `DEGRAD.jacobian_based_update`, line 158) the
+# right-hand side passed to its CG solver is built by `dldx_J = dldx = dldx_dTdx`, where
+# `dldx_dTdx` is the vector-Jacobian product of $g$ with $\partial T_\Theta/\partial x$ alone,
+# $J^\top g$ in this chapter's notation, while its matrix-vector product uses `v - v_dRdu`,
+# that is $I - J$. The library computes $(I - J)g$ as `g - jvp(g)`
 # (`jfb_core.gradients.adjoint_solve_cg_normal`). Below, both versions are
 # compared with the truth, on a problem small enough to form $J$ densely.
 
@@ -332,10 +337,11 @@ print("unrolled errors:", " ".join(f"{e:.1e}" for e in err_unrolled))
 # 2. $MM^\top$ is **invertible**: $M$ has full row rank, which needs at least as many
 #    parameters as unknowns, $p \ge n$;
 # 3. $MM^\top$ is **well conditioned** relative to the contraction:
-#    $\kappa(MM^\top) \le 1/\gamma$.
+#    $\kappa(MM^\top) < 1/\gamma$.
 #
-# Then $\langle p, \nabla\ell\rangle > 0$ for every $g \neq 0$. Conditions 2 and 3 are strong. For
-# one $32 \times 32$ RGB image $n = 3{,}072$ and the `fast` network has about $2 \cdot 10^4$
+# Then $\langle p, \nabla\ell\rangle > 0$ for every $g \neq 0$ (with $\le$ in condition 3 the
+# same argument gives only $\ge 0$). Conditions 2 and 3 are strong. For
+# one $32 \times 32$ RGB image $n = 3{,}072$ and the `fast` network has about $3 \cdot 10^4$
 # parameters, so condition 2 can hold for one image; for a batch of $B$ images
 # $n = 3{,}072B$. Nobody certifies $\kappa(MM^\top)$ of a CNN. So the theorem is a
 # sufficient condition, not a guarantee we can check.
@@ -556,15 +562,15 @@ for r in live["rows"]:
 # records the machine, the library versions and the configuration. Two are shown
 # side by side: the `fast` network (5 layers × 32 channels) at 16–64 px, and the
 # paper's network (17 layers × 64 channels, batch 16) at the paper's sizes 16–128,
-# on this course's CPU (two threads for the first, one for the second):
+# both on a CPU (two threads for the first, one for the second; each JSON records it):
 #
 # ```
 # python -m jfb_core bench backward --preset paper --device cpu --sizes 16,32,64,96,128 \
 #     --batch 16 --repeats 3 --warmup 1 --threads 1 --data <CelebA folder>
 # ```
 #
-# The paper's own Fig. 2 was measured on a GPU; `--device cuda` runs the same
-# table there, and a committed `backward_paper_gpu.json` would appear here too.
+# `--device cuda` runs the same table on a GPU (written to `backward_paper_gpu.json`,
+# which the cell below also shows when it is present).
 
 # %%
 from jfb_core.bench import plot_backward_comparison
@@ -652,7 +658,7 @@ for r in mem["rows"]:
 #   gradient that is off by half its length here, worse than JFB's.
 # * Neumann-$k$ interpolates between JFB ($k = 0$) and IFT, with error about $\|J\|^k$.
 # * JFB uses one backward pass through $T_\Theta$ at the fixed point. Its descent
-#   guarantee (contraction, $MM^\top$ invertible with $\kappa(MM^\top) \le 1/\gamma$) cannot be
+#   guarantee (contraction, $MM^\top$ invertible with $\kappa(MM^\top) < 1/\gamma$) cannot be
 #   checked for a CNN, but its conclusion can be measured: descent in every sampled
 #   DE-GRAD case here. For DE-GRAD, $I - J = \eta(I + A^\top A - \partial f_\Theta)$ suggests why:
 #   in image space JFB replaces the adjoint by a vector close to a multiple of it.
@@ -685,9 +691,10 @@ for r in mem["rows"]:
 #    $J = I - \mathcal{J}$, $gJ^\top = g - g\mathcal{J}^\top$, so
 #    $\tilde w = g(\mathcal{J}\mathcal{J}^\top)^{-1} - w$: the true adjoint with its sign flipped,
 #    plus a term that is small only if $\mathcal{J}$ is large. For DE-GRAD,
-#    $\mathcal{J} = \eta(I + A^\top A - \partial f_\Theta)$ is *small* (of order $\eta$), so the first
-#    term, of order $\eta^{-2}$, dominates and happens to point roughly along the true
-#    gradient: hence the high cosine but large error in the first table.
+#    $\mathcal{J} = \eta(I + A^\top A - \partial f_\Theta)$ is of order $\eta$, so the first
+#    term is of order $\eta^{-2}$ against the second's $\eta^{-1}$; at this chapter's $\eta$ the two
+#    are of comparable size and partly cancel, which leaves a vector roughly along the true
+#    gradient but of the wrong length: hence the high cosine but large error in the first table.
 # 3. With a tolerance, each copy of the model would stop after a different number
 #    of iterations (their parameters drift apart after the first update), and the
 #    comparison would mix forward and backward costs. Fixing the iterations makes

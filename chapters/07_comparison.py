@@ -57,7 +57,10 @@ for k, (p, s) in paper.items():
 # from Gilton et al., whose public CelebA deblurring script blurs with a 5×5 kernel of $\sigma = 5$
 # (chapter 2 quotes the lines), so the rows may not share a blur with the JFB row. No tuning
 # protocol is given for TV. And the paper does not state the data range of its PSNR; its public
-# code computes it on $[-1, 1]$, which reads 6.02 dB higher than on $[0, 1]$ (chapter 2). The course's
+# code normalises images to $[-1, 1]$ (`scripts/script_fixlr.py`, commit `11bc6ff`, line 24:
+# `transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))`) and reports $-10\log_{10}(\mathrm{MSE})$
+# (`support/metrics.py`, commit `8604e65`, line 16), which reads 6.02 dB *lower* than the PSNR of
+# the same reconstruction on $[0, 1]$. The course's
 # rows below therefore share one evaluation protocol instead of being set beside the paper's bar for bar.
 #
 # ## The course's settings

@@ -128,6 +128,7 @@ def training_label(log: Mapping[str, Any]) -> str:
     last, cfg = log["log"][-1], log["config"]
     warm = ", warm-started" if cfg.get("init_from") else ""
     device = log.get("provenance", {}).get("environment", {}).get("device", "?")
+    device = device.replace("(1 threads)", "(1 thread)")  # the wording of logs written before it was fixed
     return f"{last['steps']} steps, {last['train_seconds'] / 60:.0f} min, {device}{warm}"
 
 
