@@ -42,9 +42,11 @@ def setting_label(ev: Mapping[str, Any]) -> str:
             f"noise {ev['noise_std']:g}, data range {ev.get('data_range', 1):g}, {device}")
 
 
-def check_same_measurements(reference: Mapping[str, Any], other: Mapping[str, Any]) -> int:
+def check_same_measurements(reference: Mapping[str, Any], other: Mapping[str, Any], truncate: bool = False) -> int:
     """Raise :class:`MismatchedEvaluations` unless ``other`` scored a prefix of ``reference``'s
     test images under the same blur, noise, size and data range. Returns that prefix's length.
+    With ``truncate``, ``other`` may also score *more* images than ``reference``, provided its
+    first ones are ``reference``'s; only those are compared (the returned length).
 
     Noise is drawn per image from its id, so the same ids and noise level give the same
     measurements; where both files score the same number of images, the mean PSNR of the
@@ -58,6 +60,11 @@ def check_same_measurements(reference: Mapping[str, Any], other: Mapping[str, An
     if reference["test"]["size"] != other["test"]["size"]:
         raise MismatchedEvaluations(f"image size differs: {reference['test']['size']} vs {other['test']['size']}")
     ref_ids, ids = list(reference["test"]["ids"]), list(other["test"]["ids"])
+    if truncate and len(ids) > len(ref_ids):
+        if ids[:len(ref_ids)] != ref_ids:
+            raise MismatchedEvaluations(f"the first {len(ref_ids)} of the {len(ids)} test images are not the "
+                                        f"reference's")
+        return len(ref_ids)
     if len(ids) > len(ref_ids) or ref_ids[:len(ids)] != ids:
         raise MismatchedEvaluations(f"the {len(ids)} test images are not the first {len(ids)} of the reference's "
                                     f"{len(ref_ids)}")
@@ -96,17 +103,18 @@ class Row:
 
 
 def compare(reference: Mapping[str, Any], rows: Mapping[str, tuple[Mapping[str, Any], str]],
-            against: str = "tv") -> list[Row]:
+            against: str = "tv", truncate: bool = False) -> list[Row]:
     """Rows of a comparison table, each checked against ``reference``.
 
     ``rows`` maps a label to ``(evaluation, method key)``; ``against`` names the method of
     ``reference`` (say tuned TV) that every row is measured against, image by image, on the
-    images that row scored."""
+    images that row scored. With ``truncate``, a row that scored more images than the
+    reference is compared on the reference's images only."""
     ref = per_image(reference, against)
     out = []
     for label, (ev, method) in rows.items():
-        n = check_same_measurements(reference, ev)
-        psnr, ssim = per_image(ev, method), per_image(ev, method, "ssim")
+        n = check_same_measurements(reference, ev, truncate=truncate)
+        psnr, ssim = per_image(ev, method)[:n], per_image(ev, method, "ssim")[:n]
         out.append(Row(label, n, float(psnr.mean()), float(ssim.mean()), psnr - ref[:n], float(ref[:n].mean())))
     return out
 

@@ -85,3 +85,15 @@ def test_labels_and_curve_points_come_from_the_artefacts():
     assert [p["steps"] for p in curve_points(log)] == [50, 100, 120]
     log["curve"].append({"steps": 120, "train_seconds": 600.0, "test_psnr": 25.0})
     assert [p["steps"] for p in curve_points(log)] == [50, 100, 120]
+
+
+def test_truncate_compares_a_longer_row_on_the_reference_images_only():
+    short_ref = evaluation([1, 2], {"tv": [20.0, 21.0]})
+    longer = evaluation([1, 2, 3, 4], {"net": [21.0, 23.0, 0.0, 0.0]})
+    with pytest.raises(MismatchedEvaluations, match="not the first"):
+        compare(short_ref, {"net": (longer, "net")})
+    (row,) = compare(short_ref, {"net": (longer, "net")}, truncate=True)
+    assert row.n == 2 and list(row.gain) == [1.0, 2.0] and row.psnr == 22.0
+    shuffled = evaluation([2, 1, 3, 4], {"net": [0.0] * 4})
+    with pytest.raises(MismatchedEvaluations, match="are not the reference's"):
+        compare(short_ref, {"net": (shuffled, "net")}, truncate=True)
