@@ -358,7 +358,7 @@ else:
 #
 # * Fixed-point iteration converges linearly for a contraction, slowly when the
 #   contraction factor is close to 1.
-# * Anderson acceleration (Algorithm 3.1) combines the last $m$ iterates to
+# * Anderson acceleration (Algorithm 3.1) combines the last $m + 1$ iterates to
 #   minimise the residual; its constrained least-squares problem is a tiny
 #   bordered system, regularised by a ridge relative to the residuals' size.
 # * The library's solvers stop per sample, return each sample's best iterate with
