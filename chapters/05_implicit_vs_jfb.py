@@ -678,8 +678,11 @@ for r in mem["rows"]:
 #    in terms of the true $w$.
 # 3. Why does the timing protocol disable the forward tolerance instead of letting
 #    each method stop when it converges?
+# 4. (Coding.) Give `implicit_layer` a third mode, Neumann-$k$ (4.2) truncated after $k + 1$
+#    terms, as a hook of a few lines. Check it against the library's `"neumann"` mode
+#    and against `truth` for $k = 0, 2, 8, 32$: how does the error fall with $k$?
 #
-# ```{admonition} Solutions
+# ````{admonition} Solutions
 # :class: dropdown
 #
 # 1. $w - w_k = \sum_{j > k} (J^\top)^j g$, so
@@ -699,4 +702,36 @@ for r in mem["rows"]:
 #    of iterations (their parameters drift apart after the first update), and the
 #    comparison would mix forward and backward costs. Fixing the iterations makes
 #    the forward identical, so any difference is the backward's.
-# ```
+# 4. One way to write it, with the chapter's `model_t`, `d_t`, `x_t`, `truth`, `like`,
+#    `param_grad` and `rel`:
+#
+#    ```python
+#    def neumann_layer(T, d, z0, k):
+#        with torch.no_grad():
+#            z = anderson(lambda v: T(v, d), z0, m=5, tol=1e-13, max_iter=500).z
+#        out = T(z, d)
+#        z_ = z.detach().requires_grad_()
+#        Tz = T(z_, d)
+#
+#        def hook(g):  # w_k = g + J^T g + ... + (J^T)^k g
+#            w, term = g, g
+#            for _ in range(k):
+#                term = torch.autograd.grad(Tz, z_, term, retain_graph=True)[0]
+#                w = w + term
+#            return w
+#
+#        out.register_hook(hook)
+#        return out
+#
+#    for k in (0, 2, 8, 32):
+#        model_t.zero_grad(set_to_none=True)
+#        ((neumann_layer(model_t.T, d_t, A_t.adjoint(d_t), k) - x_t) ** 2).sum().backward()
+#        mine = torch.cat([p.grad.flatten() for p in model_t.parameters()])
+#        library = param_grad(like(model_t, "neumann", neumann_k=k), d_t, x_t)
+#        print(f"k = {k:2d}: error {rel(mine, truth):.2e}, vs the library {rel(mine, library):.1e}")
+#    ```
+#
+#    It matches the library to rounding error, and its error falls geometrically, by about
+#    the spectral radius $r(J)$ per extra term (the dotted line of the Neumann figure above);
+#    $k = 0$ is JFB.
+# ````
