@@ -252,8 +252,8 @@ eval128-s5: $(STAMP)
 	  $(TIGHT128) --out results/eval/celeba-paper-test_128px_5x5_s5_cpl_tight.json
 
 # Every 128-px network at a solved fixed point (float64, outer tolerance 1e-6, inner 1e-8) on the
-# first 10 test images, one file per blur (eval128-s5 writes the 5x5 sigma-5 one)
-TIGHT128 = --limit 10 --solve-tol 1e-6 --solve-max-iter 400 --float64
+# first 5 test images, one file per blur (eval128-s5 writes the 5x5 sigma-5 one)
+TIGHT128 = --limit 5 --solve-tol 1e-6 --solve-max-iter 400 --float64
 tight128: $(STAMP)
 	@test -n "$(CELEBA)" || (echo "usage: make tight128 CELEBA=/path/to/celeba"; exit 2)
 	$(BIN)/python -m jfb_core evaluate $(EVAL128) --methods degrad_jfb,degrad_ift --checkpoint degrad_jfb=$(R128)_jfb/checkpoint.pt \
@@ -264,27 +264,28 @@ tight128: $(STAMP)
 # The strongest TV: the smoothing delta tuned with the weight on 100 validation images, at 128 px for
 # each blur (all 2,000 test images at Table 2's blur, the first 500 at the others, where the learned
 # rows score 500) and at 64 px for setting B; and the exact (unsmoothed) TV by FISTA beside the tuned
-# smoothed TV on the first 100 test images (both tuned on 32 validation images: FISTA is slow)
+# smoothed TV on the first 50 test images (both tuned on 16 validation images: FISTA is slow)
 TVTUNE = --preset paper --data "$(CELEBA)" --n-val 100 --methods tv
 tv128: $(STAMP)
 	@test -n "$(CELEBA)" || (echo "usage: make tv128 CELEBA=/path/to/celeba"; exit 2)
 	$(BIN)/python -m jfb_core evaluate $(TVTUNE) --blur 9x9_var5 --tv-grid 2.5e-4,5e-4,1e-3,2e-3,4e-3 \
 	  --tv-delta 0.01,0.02,0.05,0.1 --out results/baselines/celeba-paper-test_9x9_var5_tv-tuned.json
-	for blur in 5x5_s1 5x5_s5; do \
-	  $(BIN)/python -m jfb_core evaluate $(TVTUNE) --blur $$blur --tv-grid 5e-4,1e-3,2e-3,4e-3 --tv-delta 0.02,0.05,0.1 \
-	    --limit 500 --out results/baselines/celeba-paper-test_$${blur}_tv-tuned.json || exit 1; \
-	done
-	$(BIN)/python -m jfb_core evaluate $(TVTUNE) --blur 5x5_s1 --size 64 --tv-grid 5e-4,1e-3,2e-3,4e-3 \
+	$(BIN)/python -m jfb_core evaluate $(TVTUNE) --blur 5x5_s1 --tv-grid 5e-4,1e-3,2e-3,4e-3 --tv-delta 0.02,0.05,0.1 \
+	  --limit 500 --out results/baselines/celeba-paper-test_5x5_s1_tv-tuned.json
+	$(BIN)/python -m jfb_core evaluate $(TVTUNE) --blur 5x5_s5 --tv-grid 5e-4,1e-3,2e-3 --tv-delta 0.02,0.05,0.1 \
+	  --limit 500 --out results/baselines/celeba-paper-test_5x5_s5_tv-tuned.json
+	$(BIN)/python -m jfb_core evaluate $(TVTUNE) --blur 5x5_s1 --size 64 --tv-grid 5e-4,1e-3,2e-3 \
 	  --tv-delta 0.02,0.05,0.1 --out results/baselines/celeba-paper-test_5x5_s1_tv-tuned_64px.json
-	$(BIN)/python -m jfb_core evaluate --preset paper --data "$(CELEBA)" --blur 9x9_var5 --n-val 32 --methods tv,tv_exact \
-	  --tv-grid 1e-3 --tv-delta 0.05 --tv-exact-grid 3e-4,5e-4,7e-4 --limit 100 \
+	$(BIN)/python -m jfb_core evaluate --preset paper --data "$(CELEBA)" --blur 9x9_var5 --n-val 16 --methods tv,tv_exact \
+	  --tv-grid 1e-3 --tv-delta 0.05 --tv-exact-grid 3e-4,5e-4 --limit 50 \
 	  --out results/baselines/celeba-paper-test_9x9_var5_tv-exact.json
 
 # Plug-and-Play at 128 px, Table 2's blur, with the 64-px JFB run's pretrained CPLNet denoiser
-# (fully convolutional), step and strength tuned on the last 32 validation images; first 200 test images
+# (fully convolutional), strength tuned on the last 16 validation images at the step setting B chose
+# (1.9); first 100 test images
 pnp128: $(STAMP)
 	@test -n "$(CELEBA)" || (echo "usage: make pnp128 CELEBA=/path/to/celeba"; exit 2)
-	$(BIN)/python -m jfb_core evaluate --preset paper --data "$(CELEBA)" --size 128 --blur 9x9_var5 --n-val 32 --device cpu \
-	  --methods pnp --pnp-step 1.5,1.9 --pnp-strength 0.1,0.2,0.4 --pnp-max-iter 100 --limit 200 \
+	$(BIN)/python -m jfb_core evaluate --preset paper --data "$(CELEBA)" --size 128 --blur 9x9_var5 --n-val 16 --device cpu \
+	  --methods pnp --pnp-step 1.9 --pnp-strength 0.2,0.4 --pnp-max-iter 100 --limit 100 \
 	  --checkpoint degrad_jfb=results/train/celeba64_5x5_s1_cpl_jfb/checkpoint.pt \
 	  --out results/eval/celeba-paper-test_128px_9x9_var5_pnp.json
