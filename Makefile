@@ -280,12 +280,12 @@ tv128: $(STAMP)
 	  --tv-grid 1e-3 --tv-delta 0.05 --tv-exact-grid 3e-4,5e-4 --limit 50 \
 	  --out results/baselines/celeba-paper-test_9x9_var5_tv-exact.json
 
-# Plug-and-Play at 128 px, Table 2's blur, with the 64-px JFB run's pretrained CPLNet denoiser
+# Plug-and-Play at 128 px, Table 2's blur, with the pretrained CPLNet denoiser that the 128-px JFB
+# checkpoint carries from its warm start (the 64-px JFB run's)
 # (fully convolutional), strength tuned on the last 16 validation images at the step setting B chose
 # (1.9); first 100 test images
 pnp128: $(STAMP)
 	@test -n "$(CELEBA)" || (echo "usage: make pnp128 CELEBA=/path/to/celeba"; exit 2)
 	$(BIN)/python -m jfb_core evaluate --preset paper --data "$(CELEBA)" --size 128 --blur 9x9_var5 --n-val 16 --device cpu \
 	  --methods pnp --pnp-step 1.9 --pnp-strength 0.2,0.4 --pnp-max-iter 100 --limit 100 \
-	  --checkpoint degrad_jfb=results/train/celeba64_5x5_s1_cpl_jfb/checkpoint.pt \
-	  --out results/eval/celeba-paper-test_128px_9x9_var5_pnp.json
+	  --checkpoint degrad_jfb=$(R128)_jfb/checkpoint.pt --out results/eval/celeba-paper-test_128px_9x9_var5_pnp.json
