@@ -344,6 +344,7 @@ for name, xr in rows.items():
 # `dgilton/deep_equilibrium_inverse`, commit e97a319), so it is shown beside both.
 
 # %%
+from jfb_core.evaluate import format_weight
 from jfb_core.provenance import command_line, find_results_dir
 
 results_dir = find_results_dir() / "baselines"
@@ -366,6 +367,96 @@ if edges:
 if not files:
     print("(no CelebA results found: run the command above)")
 
+# %% [markdown]
+# ## How strong is this TV? Smoothing, and the exact TV
+#
+# A baseline in a comparison must be the strongest version of itself. Two choices above were
+# made without asking: the smoothing $\delta = 0.01$ and the smoothing itself. Below
+# $|\nabla x| \approx \delta$ the smoothed TV is quadratic, $\approx |\nabla x|^2/(2\delta)$, above it
+# linear as TV, so $\delta$ sets which gradients count as noise to be flattened and which as edges
+# to be kept: it is a second regularisation parameter, and deserves tuning like $\lambda$. The
+# limit $\delta \to 0$ is the exact TV of Rudin, Osher and Fatemi, which gradient descent cannot
+# minimise (it is not differentiable) but a *proximal* method can. FISTA
+# {cite:p}`beck2009fista` alternates a gradient step on the data term with the proximal map of TV,
+#
+# $$
+# x^{k+1} = \operatorname{prox}_{\lambda\,\mathrm{TV}/L}\big(y^k - A^\top(Ay^k - d)/L\big), \qquad
+# \operatorname{prox}_{\tau\,\mathrm{TV}}(v) = \arg\min_x \tfrac12\|x - v\|^2 + \tau\,\mathrm{TV}(x),
+# $$
+#
+# with $y^k$ a momentum point. The proximal map has no closed form, but its dual has a simple
+# one: $\mathrm{TV}(x) = \max_{|p_{ij}| \le 1} \langle x, -\operatorname{div} p\rangle$ (each pixel's pair
+# $p_{ij} \in \mathbb{R}^2$ in the unit disc), so $\operatorname{prox}_{\tau\mathrm{TV}}(v) = v + \tau \operatorname{div} p^\star$
+# with $p^\star$ minimising $\tfrac12\|v + \tau\operatorname{div} p\|^2$ over the discs: a smooth problem
+# with a cheap projection, solved by projected gradient descent with step $1/(8\tau^2)$ (with
+# momentum, the fast gradient projection of {cite:t}`beck2009tv`)
+# ($\|\operatorname{div}\|^2 \le 8$). In a few lines:
+
+# %%
+from jfb_core.regularizers import divergence, tv_exact, tv_prox
+
+
+def tv_prox_teaching(v, tau, iterations):
+    """prox of tau * TV at v by projected gradient on the dual."""
+    px, py = torch.zeros_like(v), torch.zeros_like(v)
+    for _ in range(iterations):
+        gx, gy = image_gradient(v + tau * divergence(px, py))
+        px, py = px + gx / (8 * tau), py + gy / (8 * tau)
+        scale = torch.sqrt(px**2 + py**2).clamp_min(1.0)  # project each pair onto the unit disc
+        px, py = px / scale, py / scale
+    return v + tau * divergence(px, py)
+
+
+v = torch.rand(1, 3, 16, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+mine = tv_prox_teaching(v, 0.05, 5000)
+lib = tv_prox(v, 0.05, iterations=500, gap=True)  # the library adds Nesterov momentum
+objective = lambda x: 0.5 * ((x - v) ** 2).sum() + 0.05 * tv_exact(x).sum()  # noqa: E731
+diff, gap = float((mine - lib.x).abs().max()), float(lib.gap)
+assert diff < 1e-10 and abs(gap) < 1e-10  # rounding level; the last digits vary with the machine
+print(f"teaching version vs library: the same image to better than 1e-10; duality gap of the library's "
+      f"answer below 1e-10 (objective {float(objective(lib.x)):.6f})")
+
+# %% [markdown]
+# The duality gap certifies the answer: no image has an objective lower than the printed one by
+# more than the gap. `jfb_core.baselines.tv_fista` runs FISTA with this inner solver,
+# warm-started from the previous step's dual field, and `python -m jfb_core evaluate` scores it
+# as method `tv_exact`; `--tv-delta` tunes $\delta$ together with $\lambda$ on the validation images.
+# The committed comparison, on the paper's CelebA test split at 128 × 128
+# (`make tv128`; each file records its command):
+
+# %%
+tuned = {f.name.split("_")[1]: json.loads(f.read_text())
+         for f in sorted(results_dir.glob("celeba-paper-test_*_tv-tuned.json"))}
+fixed = {f.name.split("_")[1]: json.loads(f.read_text()) for f in files}
+if tuned:
+    print(f"{'blur':>9} {'TV, delta = 0.01':>17} {'TV, lambda and delta tuned':>27} {'gain':>6}  images")
+    for blur, r in tuned.items():
+        t, f0 = r["methods"]["tv"], fixed[blur]["methods"]["tv"]
+        n = r["test"]["n"]  # the tuned runs at 5x5 score the first 500 test images: compare on those
+        lam, delta = t["weight"]
+        lams, deltas = zip(*t["tuning"]["weights"])
+        edge = "*" if lam in (min(lams), max(lams)) or delta in (min(deltas), max(deltas)) else ""
+        fixed_n = np.asarray(f0["per_image"]["psnr"][:n])
+        gain = np.mean(np.asarray(t["per_image"]["psnr"]) - fixed_n)
+        print(f"{blur:>9} {fixed_n.mean():11.2f} dB ({f0['weight']:.0e}) {t['psnr_mean']:11.2f} dB "
+              f"(lambda {lam:g}, delta {delta:g}){edge:1} {gain:+6.2f}  {n}")
+    print("* at the edge of its tuning grid: a wider grid might raise TV further")
+    ex = json.loads((results_dir / "celeba-paper-test_9x9_var5_tv-exact.json").read_text())
+    n_ex = ex["test"]["n"]
+    print(f"\n9x9_var5, first {n_ex} test images, each method tuned on the same validation images:")
+    for name, label in (("tv", "TV, smoothed (lambda, delta tuned on a small grid)"), ("tv_exact", "TV, exact (FISTA)")):
+        m = ex["methods"][name]
+        print(f"  {label:<52} {m['psnr_mean']:6.2f} dB, SSIM {m['ssim_mean']:.3f}, weight {format_weight(m['weight'])}")
+    print(f"device: {ex['provenance']['environment']['device']}")
+
+# %% [markdown]
+# Two findings. The smoothing parameter matters as much as the weight: tuned on validation,
+# $\delta$ settles at 0.05 to 0.1, five to ten times the default, and TV gains 0.14 to 0.50 dB (better
+# on 69% to 97% of the images). And the exact TV is *not* the stronger baseline on faces: its penalty stays
+# linear down to the smallest gradients, which flattens the gentle shading of skin into plateaus
+# (the staircasing effect), and it scores EXACT_GAP below the tuned smoothed TV on the same images.
+# The learned methods of chapters 6 and 7 are therefore measured against the tuned smoothed TV.
+#
 # %% [markdown]
 # Four observations. First, on the paper's own test images and its Table 2 blur
 # (9×9, variance 5), a tuned TV scores about 2.4 dB *above* the paper's TV row in
