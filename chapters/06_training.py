@@ -199,7 +199,7 @@ assert local < gamma < 1 and mono >= rho * (1 - preset.lipschitz)
 # the current iterate, with condition number at most $(L + \rho)/\rho$. Autograd does not record the
 # CG iterations: because the matrix is symmetric, the backward pass of $y = (A^\top A + \rho I)^{-1} r$ is
 # one more solve with the same matrix, $\bar r = (A^\top A + \rho I)^{-1}\bar y$, with $\bar\rho = -\langle \bar r, y\rangle$
-# (`jfb_core.models.shifted_normal_solve`; the tests compare it with a dense solve and `gradcheck`).
+# (`A.shifted_normal_solve`, in `jfb_core.operators`; the tests compare it with a dense solve and `gradcheck`).
 #
 # ## Ingredient 3: a network one parameter away from the identity
 #

@@ -1,21 +1,26 @@
 """jfb_core: implicit (deep equilibrium) networks for deblurring, trained with JFB.
 
-The library behind the course in ``chapters/``. One module per idea:
+The library behind the course in ``chapters/``. One module per idea, listed bottom-up:
+each imports only modules above it in this list (no cycles, no imports inside functions;
+``tests/test_hygiene.py`` checks both).
 
-``config``      typed presets (``fast`` for a CPU, ``paper`` for a GPU)
-``operators``   the Gaussian blur A, its exact adjoint, spectrum bounds, noise
-``regularizers`` smoothed total variation and Tikhonov
-``baselines``   direct inverse, Tikhonov/Wiener, TV gradient descent
-``data``        bundled offline images, the CelebA folder loader, measurements
-``metrics``     PSNR and SSIM on a stated data range
-``solvers``     fixed-point iteration and Anderson acceleration
-``models``      DnCNN, CPLNet and DE-GRAD (explicit or proximal data step)
-``gradients``   JFB, IFT and Neumann backward passes through a fixed point
-``train``       Algorithm 4.1 with checkpoints, exact resume and a divergence guard
-``evaluate``    scoring methods on the same images and measurements
-``report``      merging committed evaluations, gains per image, time to quality
-``bench``       timing and memory benchmarks (the paper's Fig. 2)
-``cli``         ``python -m jfb_core train|evaluate|bench|prepare``
+``errors``       ``UserError``: bad input, reported by the command line without a traceback
+``config``       typed presets (``fast`` for a CPU, ``paper`` for a GPU) and every choice tuple
+``solvers``      fixed-point iteration, Anderson acceleration, CG, power and inverse iteration
+``operators``    the Gaussian blur A (an ``nn.Module``): adjoint, normal, spectrum, proximal solve
+``regularizers`` total variation: smoothed (with its gradient) and exact (with its proximal map)
+``metrics``      PSNR and SSIM on a stated data range
+``report``       merging committed evaluations, gains per image, time to quality
+``gradients``    JFB, IFT and Neumann backward passes through a fixed point
+``models``       DnCNN, CPLNet and DE-GRAD (explicit or proximal data step); ``build_model``
+``baselines``    direct inverse, Tikhonov/Wiener, TV (gradient descent, FISTA), Plug-and-Play
+``provenance``   machine, versions and command of every artefact; atomic saves
+``data``         bundled offline images, the CelebA folder loader and cache, measurements
+``evaluate``     scoring methods on the same images and measurements, tuned on validation
+``train``        Algorithm 4.1 with checkpoints, exact resume and a divergence guard
+``bench``        timing and memory benchmarks (the paper's Fig. 2)
+``paper``        the paper-scale GPU run (train JFB and IFT, score beside TV) in one command
+``cli``          ``python -m jfb_core``: parses, calls the modules above, prints
 
 Importing the package does no work: submodules are imported on demand.
 """

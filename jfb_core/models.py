@@ -24,7 +24,7 @@ Conventions
   ``T(z) = (A^T A + rho I)^{-1} (A^T d + rho f(z))``. Same fixed points, but the
   contraction factor is ``Lip(f) rho / (mu + rho) <= Lip(f)`` instead of
   ``1 - eta rho (1 - eps)``. The solve is conjugate gradients with its own backward
-  (:func:`shifted_normal_solve`).
+  (:meth:`jfb_core.operators.GaussianBlur.shifted_normal_solve`).
 * ``DnCNN(skip=True)`` is ``f(x) = c + eps (alpha (x - c) + (1 - alpha) g(x - c))`` with a
   1-Lipschitz ``g``: the same bound ``eps``, the identity one parameter away.
   ``activation="maxmin"`` sorts channel pairs instead of applying ReLU.
@@ -43,8 +43,8 @@ import torch.nn.functional as F
 
 from jfb_core.config import ACTIVATIONS, ARCHS, BATCHNORM_MODES, DATA_STEPS, GRAD_MODES, IFT_SOLVERS
 from jfb_core.gradients import BackwardStats, attach
-from jfb_core.operators import GaussianBlur, blur_from_setting
-from jfb_core.solvers import SolverResult, anderson, conjugate_gradient
+from jfb_core.operators import GaussianBlur, blur_from_setting, shifted_normal_solve
+from jfb_core.solvers import SolverResult, anderson
 from jfb_core.errors import UserError
 
 
@@ -143,20 +143,27 @@ class SpectralConv2d(nn.Module):
         self.sigma = torch.tensor(sig, dtype=self.weight.dtype, device=self.weight.device)
         return sig
 
-    def normalised_weight(self) -> torch.Tensor:
-        """The weight actually used: ``W / max(1, sigma / bound)``."""
+    def current_sigma(self) -> torch.Tensor:
+        """The norm estimate in use: in training, ``||conv(u)||`` (differentiable in the weight,
+        and stored); in evaluation, the stored ``sigma``."""
         if self.training:
             sigma = self.operator_norm()
             self.sigma = sigma.detach()
-        else:
-            sigma = self.sigma
-        return self.weight / torch.clamp(sigma / self.bound, min=1.0)
+            return sigma
+        return self.sigma
+
+    def fit_to(self, size: tuple[int, ...]) -> None:
+        """Before a forward pass on ``size`` images: the norm of a zero-padded convolution grows
+        with the image, so the estimate is always made on the largest input seen."""
+        if self.u.dim() != 4 or any(s > t for s, t in zip(size, self.u.shape[-2:])):
+            self.certify(tuple(size))
+
+    def normalised_weight(self) -> torch.Tensor:
+        """The weight actually used: ``W / max(1, sigma / bound)``."""
+        return self.weight / torch.clamp(self.current_sigma() / self.bound, min=1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = tuple(x.shape[-2:])
-        grow = self.u.dim() != 4 or any(s > t for s, t in zip(size, self.u.shape[-2:]))
-        if grow:  # the norm grows with the image: always estimate on the largest input seen
-            self.certify(size)
+        self.fit_to(tuple(x.shape[-2:]))
         out = self._conv(x, self.normalised_weight())
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1, 1)
@@ -285,13 +292,8 @@ class ConvexPotentialLayer(nn.Module):
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         c = self.conv
-        if c.u.dim() != 4 or any(a > b for a, b in zip(s.shape[-2:], c.u.shape[-2:])):
-            c.certify(tuple(s.shape[-2:]))  # the norm grows with the image, as in SpectralConv2d
-        if self.training:
-            sigma = c.operator_norm()
-            c.sigma = sigma.detach()
-        else:
-            sigma = c.sigma
+        c.fit_to(tuple(s.shape[-2:]))
+        sigma = c.current_sigma()
         h = torch.relu(c._conv(s, c.weight) + c.bias.view(1, -1, 1, 1))
         return s - (2.0 / sigma**2) * c._conv_t(h, c.weight)
 
@@ -366,57 +368,6 @@ def make_network(arch: str, depth: int, channels: int, in_channels: int = 3, lip
     if arch == "cpl":
         return CPLNet(depth, channels, in_channels=in_channels, lipschitz=lipschitz, skip=skip, activation=activation)
     raise UserError(f"arch must be one of {ARCHS}, got {arch!r}")
-
-
-class _ShiftedNormalSolve(torch.autograd.Function):
-    """``y = (A^T A + rho I)^{-1} r`` by conjugate gradients, differentiable in ``r`` and ``rho``.
-
-    The matrix is symmetric positive definite, so the backward pass is one more solve
-    with the same matrix: ``w = (A^T A + rho I)^{-1} g`` is the gradient for ``r`` and
-    ``-<w, y>`` the one for ``rho`` (from ``d M^{-1} = -M^{-1} dM M^{-1}``). The
-    forward-mode derivative (for ``torch.func.jvp``) is ``M^{-1} (dr - drho y)``.
-    ``x0`` warm-starts the forward solve and carries no gradient."""
-
-    @staticmethod
-    def _solve(A, rho, b, x0, tol, max_iter):
-        y, _ = conjugate_gradient(lambda v: A.normal(v) + rho * v, b, x0=x0, tol=tol, max_iter=max_iter)
-        return y
-
-    @staticmethod
-    def forward(r, rho, x0, A, tol, max_iter):  # type: ignore[override]
-        return _ShiftedNormalSolve._solve(A, rho, r, x0, tol, max_iter)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):  # type: ignore[override]
-        _, rho, _, A, tol, max_iter = inputs
-        ctx.save_for_backward(output, rho)
-        ctx.save_for_forward(output, rho)
-        ctx.A, ctx.tol, ctx.max_iter = A, tol, max_iter
-
-    @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
-        y, rho = ctx.saved_tensors
-        w = _ShiftedNormalSolve._solve(ctx.A, rho, g, None, ctx.tol, ctx.max_iter)
-        grad_rho = -(w * y).sum().reshape(rho.shape) if ctx.needs_input_grad[1] else None
-        return w, grad_rho, None, None, None, None
-
-    @staticmethod
-    def jvp(ctx, dr, drho, dx0, *_):  # type: ignore[override]
-        y, rho = ctx.saved_tensors
-        b = dr if dr is not None else torch.zeros_like(y)
-        if drho is not None:
-            b = b - drho * y
-        return _ShiftedNormalSolve._solve(ctx.A, rho, b, None, ctx.tol, ctx.max_iter)
-
-
-def shifted_normal_solve(A: GaussianBlur, r: torch.Tensor, rho: torch.Tensor, x0: torch.Tensor | None = None,
-                         tol: float = 1e-5, max_iter: int = 300) -> torch.Tensor:
-    """``(A^T A + rho I)^{-1} r`` per sample, with gradients for ``r`` and ``rho`` (see
-    :class:`_ShiftedNormalSolve`); ``tol`` is the relative residual of conjugate gradients."""
-    rho = torch.as_tensor(rho, dtype=r.dtype, device=r.device)
-    if not bool((rho.detach() > 0).all()):
-        raise UserError(f"rho must be positive, got {rho}")
-    return _ShiftedNormalSolve.apply(r, rho, None if x0 is None else x0.detach(), A, tol, max_iter)
 
 
 @dataclass
@@ -525,7 +476,7 @@ class DEGRAD(nn.Module):
         if self.data_step == "gradient":
             return z - self.eta * (self.A.adjoint(self.A(z) - d) + self.S(z))
         rhs = self.A.adjoint(d) + self.rho * self.f(z)
-        return shifted_normal_solve(self.A, rhs, self.rho, x0=z, tol=self.inner_tol, max_iter=self.inner_max_iter)
+        return self.A.shifted_normal_solve(rhs, self.rho, x0=z, tol=self.inner_tol, max_iter=self.inner_max_iter)
 
     def solve(self, d: torch.Tensor, z0: torch.Tensor | None = None) -> SolverResult:
         """The fixed point of ``T(., d)`` by Anderson acceleration, without autograd."""

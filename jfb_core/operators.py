@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from jfb_core.config import BLURS, PADDINGS
@@ -90,7 +91,7 @@ def _correlate_valid_adjoint(y: torch.Tensor, taps: list[float], dim: int) -> to
     return out
 
 
-class GaussianBlur:
+class GaussianBlur(nn.Module):
     """Gaussian blur ``A`` on ``(B, C, H, W)`` images with an exact adjoint.
 
     Parameters
@@ -109,6 +110,7 @@ class GaussianBlur:
     """
 
     def __init__(self, kernel_size: int, sigma: float, channels: int = 3, padding: str = "zeros") -> None:
+        super().__init__()
         if padding not in PADDINGS:
             raise UserError(f"padding must be one of {PADDINGS}, got {padding!r}")
         if channels < 1:
@@ -118,16 +120,26 @@ class GaussianBlur:
         self.channels = int(channels)
         self.padding = padding
         self.radius = self.kernel_size // 2
-        self._k1 = gaussian_kernel1d(self.kernel_size, self.sigma)  # float64 master copy
+        k1 = gaussian_kernel1d(self.kernel_size, self.sigma)  # float64 master copy
+        # The blur runs on Python-float taps (so it works on any device and dtype unchanged);
+        # the kernel is also a buffer, so that it moves with ``.to(device)`` and shows in the
+        # module tree. Not persistent: a DE-GRAD state dict holds the network, not the blur.
+        self._tap_values = [float(v) for v in k1]
+        self.register_buffer("kernel1d", k1, persistent=False)
 
-    def __repr__(self) -> str:
-        return (f"GaussianBlur(kernel_size={self.kernel_size}, sigma={self.sigma:g}, "
-                f"channels={self.channels}, padding={self.padding!r})")
+    def extra_repr(self) -> str:
+        return (f"kernel_size={self.kernel_size}, sigma={self.sigma:g}, "
+                f"channels={self.channels}, padding={self.padding!r}")
+
+    def _k1(self) -> torch.Tensor:
+        """The 1-D kernel in float64 on the CPU, whatever device or dtype the module was moved to."""
+        return torch.tensor(self._tap_values, dtype=torch.float64)
 
     @property
     def kernel(self) -> torch.Tensor:
         """The 2-D kernel (float64)."""
-        return torch.outer(self._k1, self._k1)
+        k1 = self._k1()
+        return torch.outer(k1, k1)
 
     def _check(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.channels:
@@ -143,15 +155,13 @@ class GaussianBlur:
         return F.pad(x, (p, p, p, p), mode=mode)
 
     def _taps(self) -> list[float]:
-        return [float(v) for v in self._k1]
+        return self._tap_values
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``A x``: blur, same size as ``x``."""
         self._check(x)
         z = self._pad(x)
         return _correlate_valid(_correlate_valid(z, self._taps(), -2), self._taps(), -1)
-
-    forward = __call__
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """``A^T y``: the transposed (scattering) correlations, then the adjoint of the padding."""
@@ -164,6 +174,12 @@ class GaussianBlur:
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """``A^T A x``."""
         return self.adjoint(self(x))
+
+    def shifted_normal_solve(self, r: torch.Tensor, rho: torch.Tensor | float, x0: torch.Tensor | None = None,
+                             tol: float = 1e-5, max_iter: int = 300) -> torch.Tensor:
+        """``(A^T A + rho I)^{-1} r``, the proximal solve of the data term: see
+        :func:`shifted_normal_solve` (differentiable in ``r`` and ``rho``)."""
+        return shifted_normal_solve(self, r, rho, x0=x0, tol=tol, max_iter=max_iter)
 
     # ----------------------------------------------------------------- spectrum
     def transfer_function(self, height: int, width: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -193,7 +209,7 @@ class GaussianBlur:
         eye = torch.eye(n, dtype=torch.float64).view(n, 1, n)  # n unit signals of length n
         mode = "constant" if self.padding == "zeros" else self.padding
         z = F.pad(eye, (self.radius, self.radius), mode=mode)
-        cols = F.conv1d(z, self._k1.view(1, 1, -1)).view(n, n)  # row j = A e_j
+        cols = F.conv1d(z, self._k1().view(1, 1, -1)).view(n, n)  # row j = A e_j
         return cols.T.contiguous()
 
     def eigenvalue_bounds(self, height: int, width: int) -> "Spectrum":
@@ -222,6 +238,57 @@ class GaussianBlur:
             s_cols = torch.linalg.svdvals(self.matrix_1d(width))
             ev = torch.outer(s_rows**2, s_cols**2).flatten()
         return torch.sort(ev).values
+
+
+class _ShiftedNormalSolve(torch.autograd.Function):
+    """``y = (A^T A + rho I)^{-1} r`` by conjugate gradients, differentiable in ``r`` and ``rho``.
+
+    The matrix is symmetric positive definite, so the backward pass is one more solve
+    with the same matrix: ``w = (A^T A + rho I)^{-1} g`` is the gradient for ``r`` and
+    ``-<w, y>`` the one for ``rho`` (from ``d M^{-1} = -M^{-1} dM M^{-1}``). The
+    forward-mode derivative (for ``torch.func.jvp``) is ``M^{-1} (dr - drho y)``.
+    ``x0`` warm-starts the forward solve and carries no gradient."""
+
+    @staticmethod
+    def _solve(A, rho, b, x0, tol, max_iter):
+        y, _ = conjugate_gradient(lambda v: A.normal(v) + rho * v, b, x0=x0, tol=tol, max_iter=max_iter)
+        return y
+
+    @staticmethod
+    def forward(r, rho, x0, A, tol, max_iter):  # type: ignore[override]
+        return _ShiftedNormalSolve._solve(A, rho, r, x0, tol, max_iter)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # type: ignore[override]
+        _, rho, _, A, tol, max_iter = inputs
+        ctx.save_for_backward(output, rho)
+        ctx.save_for_forward(output, rho)
+        ctx.A, ctx.tol, ctx.max_iter = A, tol, max_iter
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        y, rho = ctx.saved_tensors
+        w = _ShiftedNormalSolve._solve(ctx.A, rho, g, None, ctx.tol, ctx.max_iter)
+        grad_rho = -(w * y).sum().reshape(rho.shape) if ctx.needs_input_grad[1] else None
+        return w, grad_rho, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, dr, drho, dx0, *_):  # type: ignore[override]
+        y, rho = ctx.saved_tensors
+        b = dr if dr is not None else torch.zeros_like(y)
+        if drho is not None:
+            b = b - drho * y
+        return _ShiftedNormalSolve._solve(ctx.A, rho, b, None, ctx.tol, ctx.max_iter)
+
+
+def shifted_normal_solve(A: GaussianBlur, r: torch.Tensor, rho: torch.Tensor, x0: torch.Tensor | None = None,
+                         tol: float = 1e-5, max_iter: int = 300) -> torch.Tensor:
+    """``(A^T A + rho I)^{-1} r`` per sample, with gradients for ``r`` and ``rho`` (see
+    :class:`_ShiftedNormalSolve`); ``tol`` is the relative residual of conjugate gradients."""
+    rho = torch.as_tensor(rho, dtype=r.dtype, device=r.device)
+    if not bool((rho.detach() > 0).all()):
+        raise UserError(f"rho must be positive, got {rho}")
+    return _ShiftedNormalSolve.apply(r, rho, None if x0 is None else x0.detach(), A, tol, max_iter)
 
 
 @dataclass(frozen=True)
@@ -260,6 +327,6 @@ def blur_from_setting(name: str, channels: int = 3, padding: str = "zeros") -> G
     return GaussianBlur(b.kernel_size, b.sigma, channels=channels, padding=padding)
 
 
-__all__ = ["GaussianBlur", "PADDINGS", "Spectrum", "add_noise", "blur_from_setting",
+__all__ = ["GaussianBlur", "PADDINGS", "Spectrum", "add_noise", "blur_from_setting", "shifted_normal_solve",
            "conjugate_gradient", "gaussian_kernel1d", "gaussian_kernel2d", "inverse_iteration",
            "power_iteration"]

@@ -1,5 +1,6 @@
-"""Regularisers R(x) for eq. (3.2): total variation (smoothed, or exact with its
-proximal operator) and Tikhonov.
+"""Regularisers R(x) for eq. (3.2): total variation, smoothed (with its gradient) or
+exact (with its proximal operator). Tikhonov's regulariser needs no code of its own:
+its solve is :func:`jfb_core.baselines.tikhonov`.
 
 All functions act on batches ``(B, C, H, W)`` and return one value per image
 (shape ``(B,)``) or a gradient of the same shape as ``x``.
@@ -129,14 +130,5 @@ def tv_prox(v: torch.Tensor, tau: float, iterations: int = 50,
     return TVProx(x=x, p=p, gap=certificate)
 
 
-def tikhonov(x: torch.Tensor) -> torch.Tensor:
-    """``R(x) = 1/2 ||x||^2`` per image; its gradient is ``x``."""
-    return 0.5 * (x**2).flatten(1).sum(1)
-
-
-def tikhonov_grad(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-__all__ = ["GRADIENT_NORM_SQ", "TVProx", "divergence", "image_gradient", "tikhonov", "tikhonov_grad",
+__all__ = ["GRADIENT_NORM_SQ", "TVProx", "divergence", "image_gradient",
            "tv", "tv_exact", "tv_grad", "tv_lipschitz", "tv_prox"]

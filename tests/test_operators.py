@@ -134,3 +134,23 @@ def test_noise_is_seeded_and_has_the_right_std():
     assert abs(float(a.std()) - 0.01) < 5e-4
     with pytest.raises(ValueError):
         add_noise(y, -1.0)
+
+
+def test_blur_is_a_module_whose_kernel_is_a_buffer_outside_state_dicts():
+    A = GaussianBlur(5, 1.0, channels=3)
+    assert isinstance(A, torch.nn.Module)
+    assert dict(A.named_buffers())["kernel1d"].dtype == torch.float64
+    assert A.state_dict() == {}  # not persistent: a DE-GRAD checkpoint holds the network only
+    x = torch.rand(2, 3, 12, 12)
+    before = A(x)
+    A.to(torch.float32)  # moving or casting the module leaves the operator unchanged
+    assert A.kernel1d.dtype == torch.float32 and A.kernel.dtype == torch.float64
+    assert torch.equal(A(x), before)
+    assert torch.allclose(A.kernel, torch.outer(A.kernel1d.double(), A.kernel1d.double()), atol=1e-7)
+
+
+def test_shifted_normal_solve_is_a_method_of_the_operator():
+    A = GaussianBlur(5, 1.0, channels=1)
+    r = torch.rand(1, 1, 10, 10, dtype=torch.float64)
+    y = A.shifted_normal_solve(r, 0.1, tol=1e-12, max_iter=500)
+    assert torch.allclose(A.normal(y) + 0.1 * y, r, atol=1e-9)

@@ -7,7 +7,8 @@ own backward); ``DnCNN(skip=True)`` must stay ``lipschitz``-Lipschitz."""
 import pytest
 import torch
 
-from jfb_core.models import DEGRAD, DnCNN, lipschitz_power, lipschitz_ratio, shifted_normal_solve
+from jfb_core.models import DEGRAD, DnCNN, lipschitz_power, lipschitz_ratio
+from jfb_core.operators import shifted_normal_solve
 from jfb_core.operators import blur_from_setting
 
 F64 = torch.float64
