@@ -455,7 +455,7 @@ if tuned:
 # on 69% to 97% of the images). And the exact TV is *not* the stronger baseline on faces: its penalty stays
 # linear down to the smallest gradients, which flattens the gentle shading of skin into plateaus
 # (the staircasing effect), and it scores 0.8 dB below the tuned smoothed TV on the same images (its
-# weight is at the top of a small grid, but larger weights did no better in trials on 16 images).
+# weight is at the top of a small grid, so it may be slightly under-tuned; a gap of this size is not).
 # The learned methods of chapters 6 and 7 are therefore measured against the tuned smoothed TV.
 #
 # %% [markdown]
