@@ -425,9 +425,9 @@ print(f"teaching version vs library: the same image to better than 1e-10; dualit
 # (`make tv128`; each file records its command):
 
 # %%
-tuned = {f.name.split("_")[1]: json.loads(f.read_text())
-         for f in sorted(results_dir.glob("celeba-paper-test_*_tv-tuned.json"))}
-fixed = {f.name.split("_")[1]: json.loads(f.read_text()) for f in files}
+tuned = {r["blur"]["name"]: r for r in (json.loads(f.read_text())
+                                       for f in sorted(results_dir.glob("celeba-paper-test_*_tv-tuned.json")))}
+fixed = {r["blur"]["name"]: r for r in (json.loads(f.read_text()) for f in files)}
 if tuned:
     print(f"{'blur':>9} {'TV, delta = 0.01':>17} {'TV, lambda and delta tuned':>27} {'gain':>6}  images")
     for blur, r in tuned.items():
