@@ -201,7 +201,7 @@ plt.show()
 # %% [markdown]
 # The implicit networks lead, as in the paper. JFB-trained DE-GRAD beats the tuned TV on every one
 # of the 2,000 images, by 1.6 dB on average (0.3 to 3.2 dB); PnP, with the same architecture and the
-# same starting weights, only draws level with it (+0.04 dB, better on 61% of the images), where the
+# same starting weights, only draws level with it (+0.04 dB, better on 60% of the images), where the
 # paper puts PnP 3 dB above its TV. The main difference between the two is that DE-GRAD's network was
 # trained *through the fixed point* for this blur, while PnP's was trained only to denoise (the
 # iterations differ too, so this is not a clean measurement of end-to-end training alone). The IFT
