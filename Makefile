@@ -16,8 +16,8 @@ export JFB_PRESET ?= fast
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
 .PHONY: help install sync check-sync notebooks lab book book-strict \
-        pytest nbval test clean reproduce train128 train128-s1 train128-ift publish128 eval128 eval128-s1 \
-        train128-s5 eval128-s5 tight128 tv128 pnp128
+        pytest nbval test clean reproduce train128 train128-ift publish128 eval128 eval128-s1 \
+        eval128-s5 tight128 tv128 pnp128
 
 help:
 	@echo "make book        set up and build the course HTML ($(BOOK_HTML))"
@@ -191,8 +191,8 @@ EVAL128 = --preset paper --data "$(CELEBA)" --size 128 --blur 9x9_var5 --n-val 1
 R128 = results/train/celeba128_9x9_var5_cpl
 
 publish128: $(STAMP)
-	for m in jfb ift; do mkdir -p $(R128)_$$m && cp $(RUNS128)/celeba128_9x9_var5_cpl_$$m/log.json $(R128)_$$m/ && \
-	  $(SLIM0) $(RUNS128)/celeba128_9x9_var5_cpl_$$m/checkpoint.pt $(R128)_$$m/checkpoint.pt || exit 1; done
+	$(call publish,celeba128_9x9_var5_cpl_jfb,$(R128)_jfb)
+	$(call publish,celeba128_9x9_var5_cpl_ift,$(R128)_ift)
 
 eval128: $(STAMP)
 	@test -n "$(CELEBA)" || (echo "usage: make eval128 CELEBA=/path/to/celeba"; exit 2)
@@ -203,13 +203,17 @@ eval128: $(STAMP)
 	$(BIN)/python -m jfb_core evaluate $(EVAL128) --methods direct,tv,degrad_jfb --checkpoint degrad_jfb=$(R128)_jfb/checkpoint.pt \
 	  --tv-grid 5e-4 --limit 6 --grid 6 --out results/eval/celeba-paper-test_128px_9x9_var5_cpl_table1.json
 
-# the paper's training blur (5x5, sigma = 1) at 128 px, JFB, the same recipe and warm start:
-# the rows behind Fig. 1 and Table 1 at the paper's resolution
-train128-s1: $(STAMP)
-	@test -f "$(CACHE128)" || (test -n "$(CELEBA)" || (echo "usage: make train128-s1 CELEBA=/path/to/celeba"; exit 2); \
+# JFB at 128 px with a 5x5 blur, the same recipe and warm start: `make train128-s1` (sigma = 1, the
+# paper's training blur: the rows behind Fig. 1 and Table 1 at its resolution) or `make train128-s5`
+# (sigma = 5, Gilton et al.'s blur, where Table 2's Deep Equilibrium row was measured)
+train128-s%: $(STAMP)
+	@test -f "$(CACHE128)" || (test -n "$(CELEBA)" || (echo "usage: make train128-s$* CELEBA=/path/to/celeba"; exit 2); \
 	  $(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 128 --out "$(CACHE128)")
-	$(BIN)/python -m jfb_core train $(TRAIN128) --blur 5x5_s1 --epochs 1 --max-steps 200 --grad-mode jfb \
-	  --out $(RUNS128)/celeba128_5x5_s1_cpl_jfb
+	$(BIN)/python -m jfb_core train $(TRAIN128) --blur 5x5_s$* --epochs 1 --max-steps 200 --grad-mode jfb \
+	  --out $(RUNS128)/celeba128_5x5_s$*_cpl_jfb
+
+# copy a run's log and its slim checkpoint into results/train: $(call publish,RUN,RESULTS_FOLDER)
+publish = mkdir -p $(2) && cp $(RUNS128)/$(1)/log.json $(2)/ && $(SLIM0) $(RUNS128)/$(1)/checkpoint.pt $(2)/checkpoint.pt
 
 # publish and score the 5x5 sigma-1 run: slim checkpoint and log, JFB on the first 500 test
 # images beside the committed 128-px TV at this blur, and Table 1's grid
@@ -217,8 +221,7 @@ R128S1 = results/train/celeba128_5x5_s1_cpl_jfb
 EVAL128S1 = $(subst 9x9_var5,5x5_s1,$(EVAL128))
 eval128-s1: $(STAMP)
 	@test -n "$(CELEBA)" || (echo "usage: make eval128-s1 CELEBA=/path/to/celeba"; exit 2)
-	mkdir -p $(R128S1) && cp $(RUNS128)/celeba128_5x5_s1_cpl_jfb/log.json $(R128S1)/ && \
-	  $(SLIM0) $(RUNS128)/celeba128_5x5_s1_cpl_jfb/checkpoint.pt $(R128S1)/checkpoint.pt
+	$(call publish,celeba128_5x5_s1_cpl_jfb,$(R128S1))
 	$(BIN)/python -m jfb_core evaluate $(EVAL128S1) --methods degrad_jfb --checkpoint degrad_jfb=$(R128S1)/checkpoint.pt \
 	  --limit 500 --out results/eval/celeba-paper-test_128px_5x5_s1_cpl_jfb.json
 	$(BIN)/python -m jfb_core evaluate $(EVAL128S1) --methods direct,tv,degrad_jfb --checkpoint degrad_jfb=$(R128S1)/checkpoint.pt \
@@ -232,20 +235,12 @@ train128-ift: $(STAMP)
 	$(BIN)/python -m jfb_core train $(subst cpl_jfb,cpl_ift,$(TRAIN128)) --blur 9x9_var5 --epochs 1 --max-steps 300 \
 	  --max-seconds $(or $(MAXSEC),4200) --grad-mode ift --out $(RUNS128)/celeba128_9x9_var5_cpl_ift
 
-# Gilton et al.'s blur (5x5, sigma = 5), where Table 2's Deep Equilibrium row was measured: the same
-# recipe and warm start as train128-s1, JFB
-train128-s5: $(STAMP)
-	@test -f "$(CACHE128)" || (test -n "$(CELEBA)" || (echo "usage: make train128-s5 CELEBA=/path/to/celeba"; exit 2); \
-	  $(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 128 --out "$(CACHE128)")
-	$(BIN)/python -m jfb_core train $(TRAIN128) --blur 5x5_s5 --epochs 1 --max-steps 200 --grad-mode jfb \
-	  --out $(RUNS128)/celeba128_5x5_s5_cpl_jfb
-
+# publish and score the 5x5 sigma-5 run: JFB on the first 500 test images, and on the first 5 solved
 R128S5 = results/train/celeba128_5x5_s5_cpl_jfb
 EVAL128S5 = $(subst 9x9_var5,5x5_s5,$(EVAL128))
 eval128-s5: $(STAMP)
 	@test -n "$(CELEBA)" || (echo "usage: make eval128-s5 CELEBA=/path/to/celeba"; exit 2)
-	mkdir -p $(R128S5) && cp $(RUNS128)/celeba128_5x5_s5_cpl_jfb/log.json $(R128S5)/ && \
-	  $(SLIM0) $(RUNS128)/celeba128_5x5_s5_cpl_jfb/checkpoint.pt $(R128S5)/checkpoint.pt
+	$(call publish,celeba128_5x5_s5_cpl_jfb,$(R128S5))
 	$(BIN)/python -m jfb_core evaluate $(EVAL128S5) --methods degrad_jfb --checkpoint degrad_jfb=$(R128S5)/checkpoint.pt \
 	  --limit 500 --out results/eval/celeba-paper-test_128px_5x5_s5_cpl_jfb.json
 	$(BIN)/python -m jfb_core evaluate $(EVAL128S5) --methods degrad_jfb --checkpoint degrad_jfb=$(R128S5)/checkpoint.pt \
