@@ -634,7 +634,7 @@ with torch.no_grad():
     for name, model in (("no normalisation (default)", safe), ("batch norm (paper)", bn)):
         change = (model.T(z, d_val[:4])[0] - model.T(z_swapped, d_val[:4])[0]).norm() / model.T(z, d_val[:4])[0].norm()
         print(f"{name:>28}: T(x)[0] changes by {float(change):.1e} (relative) when the other images change")
-untrained.eval();  # back to evaluation mode (the semicolon keeps the notebook from printing the model)
+_ = untrained.eval()  # back to evaluation mode
 
 # %% [markdown]
 # ## Summary

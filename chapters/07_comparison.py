@@ -315,7 +315,8 @@ for name, rows in (("A", rows_a), ("B", rows_b)):
 #   points. They do not reproduce the paper's numbers, whose set-up (network, training length, PSNR
 #   range, and the blur of the quoted rows) differs.
 # * Each learned row is one training run (seed 0). Differences of a few tenths of a dB between JFB
-#   and IFT are within what another seed could change, and the IFT runs were stopped by a time budget.
+#   and IFT are within what another seed could change, and the IFT runs were stopped by a wall-clock
+#   limit on training (`--max-seconds`) or a step limit, not at convergence.
 # * PnP's denoiser is held to Lipschitz constant 0.99 so that PnP provably converges (exercise 1); an
 #   unconstrained denoiser, as PnP is usually run, loses that guarantee and may score higher.
 # ```
