@@ -184,7 +184,7 @@ assert local < gamma < 1 and mono >= rho * (1 - preset.lipschitz)
 #
 # a Wiener-type combination of the data and the network's opinion $f_\Theta(x)$ (the
 # half-quadratic-splitting step of Plug-and-Play). Note what $\eta$ has become: $1/\rho$, between about 7
-# and 25 in the CelebA runs, no longer a small step like the explicit map's 0.4 (or the paper's $10^{-3}$);
+# and 17 in the CelebA runs, no longer a small step like the explicit map's 0.4 (or the paper's $10^{-3}$);
 # an implicit step on the data term can be that long without losing the contraction. $A^\top A + \rho I$ is symmetric with eigenvalues in
 # $[\mu + \rho, L + \rho]$, so
 #
@@ -241,7 +241,7 @@ assert local_prox < bound and gap < 1e-6
 # %% [markdown]
 # The bound (6.4) holds, the proximal step contracts more strongly than the explicit one (whose
 # guarantee (6.2) is $1 - 0.4 \cdot 0.5 \cdot 0.1 = 0.98$ here), and both stop at the same fixed point.
-# At the $\rho$ of the recipe's CelebA runs (0.04 to 0.14 when they end, four to twelve times smaller), (6.2)
+# At the $\rho$ of the recipe's CelebA runs (0.06 to 0.14 when they end, four to eight times smaller), (6.2)
 # moves towards 1 while (6.4) stays at $\epsilon$.
 #
 # ## Ingredient 4: convex potential layers
