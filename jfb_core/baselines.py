@@ -120,7 +120,6 @@ def tv_gradient_descent(A: GaussianBlur, d: torch.Tensor, lam: float, delta: flo
     iters = torch.zeros(B, dtype=torch.long, device=d.device)
     objective = [tv_objective(A, d, x, lam, delta)]
     psnrs = [psnr(x, x_true, reduction="none")] if x_true is not None else None
-    shape = (-1,) + (1,) * (d.dim() - 1)
     t = 1.0
     for _ in range(max_iter):
         grad = A.adjoint(A(y) - d) + lam * tv_grad(y, delta)
@@ -131,12 +130,7 @@ def tv_gradient_descent(A: GaussianBlur, d: torch.Tensor, lam: float, delta: flo
             t = t_new
         else:
             y_new = x_new
-        m = active.view(shape)
-        still = _still_moving(x_new, x, tol)
-        x = torch.where(m, x_new, x)
-        y = torch.where(m, y_new, y)
-        iters += active.long()
-        active = active & still
+        x, y, active = _advance(active, iters, x, y, x_new, y_new, tol)
         if track:
             objective.append(tv_objective(A, d, x, lam, delta))
         if psnrs is not None:
@@ -151,10 +145,16 @@ def tv_gradient_descent(A: GaussianBlur, d: torch.Tensor, lam: float, delta: flo
     )
 
 
-def _still_moving(x_new: torch.Tensor, x: torch.Tensor, tol: float) -> torch.Tensor:
-    """Per image: ``||x_new - x|| > tol * ||x||`` (the early-stopping test of the TV solvers)."""
+def _advance(active: torch.Tensor, iters: torch.Tensor, x: torch.Tensor, y: torch.Tensor, x_new: torch.Tensor,
+             y_new: torch.Tensor, tol: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of the TV solvers for the images still running: take ``x_new``, ``y_new`` where
+    ``active``, count the step in ``iters`` (in place), and stop each image whose relative change
+    ``||x_new - x|| / ||x||`` fell to ``tol``. Returns ``(x, y, active)``."""
     change = (x_new - x).flatten(1).norm(dim=1)
-    return change > tol * x.flatten(1).norm(dim=1).clamp_min(torch.finfo(x.dtype).tiny)
+    moving = change > tol * x.flatten(1).norm(dim=1).clamp_min(torch.finfo(x.dtype).tiny)
+    m = active.view((-1,) + (1,) * (x.dim() - 1))
+    iters += active.long()
+    return torch.where(m, x_new, x), torch.where(m, y_new, y), active & moving
 
 
 def tv_fista(A: GaussianBlur, d: torch.Tensor, lam: float, max_iter: int = 300, tol: float = 1e-5,
@@ -178,7 +178,6 @@ def tv_fista(A: GaussianBlur, d: torch.Tensor, lam: float, max_iter: int = 300, 
     y, p, t = x.clone(), None, 1.0
     active = torch.ones(d.shape[0], dtype=torch.bool, device=d.device)
     iters = torch.zeros_like(active, dtype=torch.long)
-    shape = (-1,) + (1,) * (d.dim() - 1)
     objective = [tv_objective_exact(A, d, x, lam)]
     for _ in range(max_iter):
         prox = tv_prox(y - A.adjoint(A(y) - d) / L, lam / L, iterations=inner_iter, p0=p)
@@ -186,12 +185,7 @@ def tv_fista(A: GaussianBlur, d: torch.Tensor, lam: float, max_iter: int = 300, 
         t_new = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
         y_new = prox.x + ((t - 1.0) / t_new) * (prox.x - x)
         t = t_new
-        m = active.view(shape)
-        still = _still_moving(prox.x, x, tol)
-        x = torch.where(m, prox.x, x)
-        y = torch.where(m, y_new, y)
-        iters += active.long()
-        active = active & still
+        x, y, active = _advance(active, iters, x, y, prox.x, y_new, tol)
         if not bool(active.any()):
             break
     objective.append(tv_objective_exact(A, d, x, lam))
