@@ -44,7 +44,6 @@ from jfb_core.baselines import direct_inverse, tikhonov, tune_weight, tv_gradien
 from jfb_core.config import get_preset
 from jfb_core.data import bundled_images, bundled_photo, measure
 from jfb_core.metrics import psnr, ssim
-from jfb_core.operators import blur_from_setting
 from jfb_core.regularizers import image_gradient, tv, tv_grad, tv_lipschitz
 
 torch.manual_seed(0)
@@ -134,7 +133,7 @@ def tv_descent_teaching(A, d, lam, delta, eta, iterations):
     return x
 
 
-A = blur_from_setting(preset.blur, padding=preset.padding)
+A = preset.blur_operator()  # the preset's blur and padding, as an operator
 x = bundled_photo("astronaut", 128).double()
 d = measure(A, x, preset.noise_std, seed=0)
 lam, delta = 2e-3, 1e-2
@@ -296,7 +295,7 @@ from skimage import restoration
 
 from jfb_core.operators import gaussian_kernel2d
 
-Ac = blur_from_setting(preset.blur, padding="circular")
+Ac = preset.blur_operator(padding="circular")
 blur = Ac.kernel.numpy()
 d_c = measure(Ac, portraits, preset.noise_std, seed=3)
 

@@ -78,13 +78,13 @@ for step in range(24):
     idx = torch.arange(step * 16, step * 16 + 16) % len(x_train)
     x = x_train[idx]
     d = measure(A, x, preset.noise_std, seed=preset.seed, indices=idx.tolist())  # noise fixed per image
-    x_hat = model(d)  # Anderson under no_grad, then T applied once with the graph
+    x_hat, stats = model.run(d)  # Anderson under no_grad, then T applied once with the graph
     loss = ((x_hat - x) ** 2).mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()  # JFB: the chain rule stops at the one recorded application
     opt.step()
     if step % 6 == 0 or step == 23:
-        print(f"step {step:2d}: loss {loss.item():.4f}, Anderson iterations {max(model.last_stats.iterations)}, "
+        print(f"step {step:2d}: loss {loss.item():.4f}, Anderson iterations {max(stats.solve.iterations)}, "
               f"eta {model.eta.item():.3f}")
 
 # %% [markdown]
@@ -433,18 +433,18 @@ assert live.log[-1]["test_psnr"] > tv_psnr  # the recipe beats tuned TV on the s
 net, _ = load_checkpoint(results / "train" / "celeba64_5x5_s1_cpl_jfb" / "checkpoint.pt")
 net = net.double()
 net.tol, net.max_iter, net.inner_tol, net.inner_max_iter = 1e-8, 300, 1e-11, 1000
-net.backward_tol, net.backward_max_iter = 1e-8, 5000
 x4 = bundled_images("test", 64, n=4, seed=0).double()
 d4 = measure(net.A, x4, 0.01, seed=0, indices=list(range(4)))
 z4 = net.solve(d4).z  # the fixed point, once, for both gradients
 grads = {}
 for mode in ("jfb", "ift"):
-    net.grad_mode = mode
+    net.set_backward(mode, tol=1e-8, max_iter=5000)  # the IFT adjoint to 1e-8 by plain iteration
     net.zero_grad()
-    ((net.attach_gradient(z4, d4) - x4) ** 2).mean().backward()  # T(z*) recorded once, backward of `mode`
+    out4, backward = net.attach_gradient(z4, d4)  # T(z*) recorded once, with the backward of `mode`
+    ((out4 - x4) ** 2).mean().backward()  # fills in `backward`
     grads[mode] = torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None])
     if mode == "ift":
-        print(f"IFT adjoint: {net.last_backward.iterations} fixed-point iterations to 1e-8")
+        print(f"IFT adjoint: {backward.iterations} products with J^T (plain iteration) to 1e-8")
 g_ift, g_jfb = grads["ift"], grads["jfb"]
 cosine = float(g_ift @ g_jfb / (g_ift.norm() * g_jfb.norm()))
 print(f"rho {net.rho.item():.3f}: cosine(JFB, IFT) = {cosine:.3f}, |JFB| / |IFT| = {float(g_jfb.norm() / g_ift.norm()):.2f}")

@@ -214,8 +214,8 @@ plt.show()
 # distance: by Theorem 3.1 the distance is at most $\|T(z) - z\|/(1 - \gamma)$. The check is to solve
 # much further and score again. Chapter 6's last table showed what it catches (an explicit-step
 # network that lost 4 dB when solved); for the networks of setting B on the first 50 test images, and
-# for setting A″'s on the first 5 (a float64 solve at 128 pixels costs minutes per image; the same
-# check for A and A′ is `make tight128`):
+# for the 128-pixel networks of settings A, A′ and A″ on the first 5 (a float64 solve at 128 pixels
+# costs tens of seconds per image on the CPU; `make tight128` and `make eval128-s5` run it):
 
 # %%
 tight_b = load_json(ev / "celeba-paper-test_64px_5x5_s1_cpl_tight.json")
@@ -231,7 +231,9 @@ for label, key, loose_file, tight_file in (("DE-GRAD, JFB", "degrad_jfb", ev_b, 
     loose, solved = per_image(loose_file, key)[:n_t], per_image(tight_file, key)
     print(f"  {label:<14} training tolerance {loose.mean():6.2f} dB, solved {solved.mean():6.2f} dB, "
           f"largest change on one image {np.abs(solved - loose).max():.2f} dB")
-for name, blur, loose_files in (("A''", "5x5_s5", {"degrad_jfb": load_json(ev / "celeba-paper-test_128px_5x5_s5_cpl_jfb.json")}),):
+setting_files = {"A": ("9x9_var5", ("jfb", "ift")), "A'": ("5x5_s1", ("jfb",)), "A''": ("5x5_s5", ("jfb",))}
+for name, (blur, modes) in setting_files.items():
+    loose_files = {f"degrad_{m}": load_json(ev / f"celeba-paper-test_128px_{blur}_cpl_{m}.json") for m in modes}
     tight = load_json(ev / f"celeba-paper-test_128px_{blur}_cpl_tight.json")
     n_t = tight["test"]["n"]
     print(f"{name}, first {n_t} test images at 128x128, solved to "
@@ -244,9 +246,9 @@ for name, blur, loose_files in (("A''", "5x5_s5", {"degrad_jfb": load_json(ev / 
 
 # %% [markdown]
 # Solved a thousand times further, in float64, the mean of every 64-pixel row moves by about a tenth
-# of a dB at most (upwards), and no single image by more than 0.4 dB; the 128-pixel network gains
-# 0.3 dB on its five images (0.5 dB at most on one), so its training tolerance slightly *understates*
-# it. Either way these networks' quality belongs to their fixed points, unlike the explicit-step
+# of a dB at most (upwards), and no single image by more than 0.4 dB; the 128-pixel networks gain
+# between 0.1 and 0.3 dB on their five images (at most 0.55 dB on one), so their training
+# tolerance slightly *understates* them. Either way these networks' quality belongs to their fixed points, unlike the explicit-step
 # network of chapter 6. (For the proximal step, "solved" needs
 # both tolerances: each step (6.3) is itself a CG solve, and an outer residual means little if the
 # inner one is loose, which is why the tight evaluation tightens both.)

@@ -19,13 +19,13 @@ from typing import Callable, Sequence
 import torch
 
 from jfb_core.metrics import psnr
-from jfb_core.operators import GaussianBlur
+from jfb_core.operators import LinearOperator
 from jfb_core.solvers import conjugate_gradient
 from jfb_core.regularizers import tv, tv_exact, tv_grad, tv_lipschitz, tv_prox
 from jfb_core.errors import UserError
 
 
-def direct_inverse(A: GaussianBlur, d: torch.Tensor, max_iter: int = 200,
+def direct_inverse(A: LinearOperator, d: torch.Tensor, max_iter: int = 200,
                    tol: float = 1e-8) -> torch.Tensor:
     """``A^{-1} d`` (least squares, no regularisation).
 
@@ -44,7 +44,7 @@ def direct_inverse(A: GaussianBlur, d: torch.Tensor, max_iter: int = 200,
     return x
 
 
-def tikhonov(A: GaussianBlur, d: torch.Tensor, lam: float, max_iter: int = 500,
+def tikhonov(A: LinearOperator, d: torch.Tensor, lam: float, max_iter: int = 500,
              tol: float = 1e-6) -> torch.Tensor:
     """``argmin_x 1/2 ||A x - d||^2 + lam/2 ||x||^2 = (A^T A + lam I)^{-1} A^T d``.
 
@@ -62,7 +62,7 @@ def tikhonov(A: GaussianBlur, d: torch.Tensor, lam: float, max_iter: int = 500,
     return x
 
 
-def tv_objective(A: GaussianBlur, d: torch.Tensor, x: torch.Tensor, lam: float,
+def tv_objective(A: LinearOperator, d: torch.Tensor, x: torch.Tensor, lam: float,
                  delta: float = 1e-2) -> torch.Tensor:
     """Per image: ``1/2 ||A x - d||^2 + lam * TV_delta(x)`` (eq. 3.2 with R = smoothed TV)."""
     return 0.5 * ((A(x) - d) ** 2).flatten(1).sum(1) + lam * tv(x, delta)
@@ -86,7 +86,7 @@ class TVResult:
     converged: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
 
 
-def tv_gradient_descent(A: GaussianBlur, d: torch.Tensor, lam: float, delta: float = 1e-2,
+def tv_gradient_descent(A: LinearOperator, d: torch.Tensor, lam: float, delta: float = 1e-2,
                         step: float | None = None, max_iter: int = 300, tol: float = 1e-5,
                         x0: torch.Tensor | None = None, x_true: torch.Tensor | None = None,
                         momentum: bool = False, L: float | None = None, track: bool = False) -> TVResult:
@@ -157,7 +157,7 @@ def _advance(active: torch.Tensor, iters: torch.Tensor, x: torch.Tensor, y: torc
     return torch.where(m, x_new, x), torch.where(m, y_new, y), active & moving
 
 
-def tv_fista(A: GaussianBlur, d: torch.Tensor, lam: float, max_iter: int = 300, tol: float = 1e-5,
+def tv_fista(A: LinearOperator, d: torch.Tensor, lam: float, max_iter: int = 300, tol: float = 1e-5,
              inner_iter: int = 10, x0: torch.Tensor | None = None, L: float | None = None) -> TVResult:
     """FISTA (Beck and Teboulle, 2009) on ``1/2 ||A x - d||^2 + lam * TV(x)`` with the exact TV:
 
@@ -193,7 +193,7 @@ def tv_fista(A: GaussianBlur, d: torch.Tensor, lam: float, max_iter: int = 300, 
                     converged=~active)
 
 
-def tv_objective_exact(A: GaussianBlur, d: torch.Tensor, x: torch.Tensor, lam: float) -> torch.Tensor:
+def tv_objective_exact(A: LinearOperator, d: torch.Tensor, x: torch.Tensor, lam: float) -> torch.Tensor:
     """Per image: ``1/2 ||A x - d||^2 + lam * TV(x)`` with the exact (unsmoothed) TV."""
     return 0.5 * ((A(x) - d) ** 2).flatten(1).sum(1) + lam * tv_exact(x)
 
@@ -233,7 +233,7 @@ def _plain(w):
     return [float(v) for v in w] if isinstance(w, (tuple, list)) else float(w)
 
 
-def pnp_pgd(A: GaussianBlur, d: torch.Tensor, denoiser: Callable[[torch.Tensor], torch.Tensor], step: float = 1.0,
+def pnp_pgd(A: LinearOperator, d: torch.Tensor, denoiser: Callable[[torch.Tensor], torch.Tensor], step: float = 1.0,
             max_iter: int = 50, tol: float = 1e-4, x0: torch.Tensor | None = None,
             strength: float = 1.0, stats: dict | None = None) -> torch.Tensor:
     """Plug-and-Play proximal gradient: ``x <- D_a(x - step * A^T (A x - d))``, from ``A^T d``.

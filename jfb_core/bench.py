@@ -19,8 +19,8 @@ import torch
 from jfb_core.config import Preset
 from jfb_core.data import bundled_images, CelebAFolder, measure
 from jfb_core.errors import UserError
+from jfb_core.gradients import Backward, make_backward
 from jfb_core.models import build_model
-from jfb_core.operators import blur_from_setting
 from jfb_core.regularizers import tv_grad, tv_lipschitz
 from jfb_core.solvers import anderson, fixed_point
 
@@ -62,7 +62,7 @@ def tv_fixed_point_map(preset: Preset, size: int, batch: int, device: str, lam: 
     of the learned regulariser. Returns ``(T, z0)`` with ``z0 = A^T d``.
     """
 
-    A = blur_from_setting(preset.blur, padding=preset.padding)
+    A = preset.blur_operator()
     x = bundled_images("val", size, n=batch, seed=seed, scale=max(1, 256 // size)).to(device)
     d = measure(A, x, preset.noise_std, seed=seed)
     eta = 1.0 / (A.eigenvalue_bounds(size, size).L + lam * tv_lipschitz(delta))
@@ -175,14 +175,8 @@ def bench_memory(preset: Preset, device: str = "cpu", iterations: tuple[int, ...
                 torch.cuda.reset_peak_memory_stats(device)
                 base = torch.cuda.memory_allocated(device)
             with SavedTensorMeter() as meter:
-                if mode in ("jfb", "ift"):
-                    model.max_iter, model.grad_mode = k, mode
-                    out = model(d)
-                else:
-                    z = A.adjoint(d)
-                    for _ in range(k):
-                        z = model.T(z, d)
-                    out = z
+                model.max_iter = k
+                out = model.set_backward(mode, unroll_k=k)(d)
             ((out - x) ** 2).mean().backward()
             row = {"iterations": k, "mode": mode, "saved_bytes": meter.bytes}
             if torch.device(device).type == "cuda":
@@ -304,12 +298,12 @@ def _peak_bytes(device: str, base: int) -> int | None:
     return None
 
 
-def _time_training_step(base, mode: str, solver: str, d, x, lr: float, warmup: int, repeats: int, t_T: float,
+def _time_training_step(base, backward: Backward, d, x, lr: float, warmup: int, repeats: int, t_T: float,
                         device) -> dict:
     """One backward mode of :func:`bench_backward`: ``warmup`` + ``repeats`` training steps of a copy of
     ``base``, each split into forward, backward and optimizer time; medians, samples and memory."""
     model = copy.deepcopy(base)
-    model.grad_mode, model.backward_solver = mode, solver
+    model.backward = backward
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     samples: dict[str, list] = {"forward": [], "backward": [], "optimizer": [], "step": [],
                                 "backward_iterations": [], "forward_nfe": []}
@@ -320,11 +314,11 @@ def _time_training_step(base, mode: str, solver: str, d, x, lr: float, warmup: i
         synchronize(device)
         t0 = time.perf_counter()
         model.f.power_step()  # as DEGRAD.forward does in training mode
-        z_star = model.solve(d).z
+        solved = model.solve(d)
         synchronize(device)
         t1 = time.perf_counter()
         with SavedTensorMeter() as meter:
-            out = model.attach_gradient(z_star, d)
+            out, bstats = model.attach_gradient(solved.z, d)
             loss = ((out - x) ** 2).mean()
         loss.backward()
         synchronize(device)
@@ -338,8 +332,8 @@ def _time_training_step(base, mode: str, solver: str, d, x, lr: float, warmup: i
         samples["backward"].append(t2 - t1)
         samples["optimizer"].append(t3 - t2)
         samples["step"].append(t3 - t0)
-        samples["backward_iterations"].append(model.last_backward.iterations)
-        samples["forward_nfe"].append(model.last_stats.nfe)
+        samples["backward_iterations"].append(bstats.iterations)  # filled in by loss.backward()
+        samples["forward_nfe"].append(solved.nfe)
         saved = max(saved, meter.bytes)
         p = _peak_bytes(device, mark)
         peak = p if peak is None else max(peak, p or 0)
@@ -388,14 +382,13 @@ def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] |
     batch = batch or preset.bench_batch
     repeats = repeats or preset.bench_repeats
     say = progress or (lambda msg: None)
-    A = blur_from_setting(preset.blur, padding=preset.padding)
+    A = preset.blur_operator()
     rows, source = [], ""
     for size in sizes:
         x, source = _bench_batch(size, batch, preset.seed, data, device)
         d = measure(A, x, preset.noise_std, seed=preset.seed)
         torch.manual_seed(preset.seed)
-        base = build_model(preset, device, tol=1e-30, max_iter=forward_iters, backward_tol=backward_tol,
-                           backward_max_iter=backward_max_iter, neumann_k=neumann_k)
+        base = build_model(preset, device, tol=1e-30, max_iter=forward_iters)
         base.eval()
         with torch.no_grad():
             base(d)  # certify the spectral norms at this size once, before copying
@@ -411,7 +404,9 @@ def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] |
         row = {"size": size, "t_T_forward_backward": t_T, "methods": {}}
         for name in methods:
             mode, solver, _ = BACKWARD_METHODS[name]
-            row["methods"][name] = _time_training_step(base, mode, solver, d, x, lr, warmup, repeats, t_T, device)
+            backward = make_backward(mode, solver=solver, tol=backward_tol, max_iter=backward_max_iter,
+                                     neumann_k=neumann_k)
+            row["methods"][name] = _time_training_step(base, backward, d, x, lr, warmup, repeats, t_T, device)
             med = {k: row["methods"][name][f"{k}_median"] for k in ("forward", "backward", "optimizer", "step")}
             say(f"size {size:4d} {name:>8}: step {med['step'] * 1e3:9.1f} ms (forward {med['forward'] * 1e3:8.1f}, "
                 f"backward {med['backward'] * 1e3:8.1f}, optimizer {med['optimizer'] * 1e3:6.1f}), "

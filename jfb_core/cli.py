@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import sys
@@ -17,13 +18,12 @@ from typing import Callable, Sequence
 import torch
 
 from jfb_core import bench
-from jfb_core.baselines import pnp_pgd
 from jfb_core.config import (ACTIVATIONS, ARCHS, BLURS, DATA_STEPS, get_preset, GRAD_MODES, IFT_SOLVERS,
     PADDINGS, PRESETS)
 from jfb_core.data import bundled_images, CelebAFolder, prepare_celeba, readable_batches
 from jfb_core.errors import UserError
-from jfb_core.evaluate import (CLASSICAL_METHODS, ClassicalSettings, evaluate_classical, format_weight,
-    plot_grid, Split)
+from jfb_core.evaluate import (CLASSICAL_METHODS, ClassicalSettings, degrad_method, evaluate_classical, format_weight,
+    LearnedMethod, plot_grid, pnp_method, Split)
 from jfb_core.models import certify_stored_norms, lipschitz_certificate
 from jfb_core.paper import paper_run
 from jfb_core.provenance import environment_info, provenance, write_json
@@ -184,8 +184,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                    ("image_size", args.size)) if v is not None}
     preset = preset.replace(**overrides) if overrides else preset
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    extra, learned_config = _learned_methods(args, preset, methods)
-    unknown = sorted(set(methods) - set(CLASSICAL_METHODS) - set(extra))
+    learned = _learned_methods(args, preset, methods)
+    unknown = sorted(set(methods) - set(CLASSICAL_METHODS) - set(learned))
     if unknown:
         raise UserError(f"unknown method(s) {unknown}; available: {list(CLASSICAL_METHODS)}, 'pnp' (needs "
                          f"--checkpoint) and the names given with --checkpoint")
@@ -203,17 +203,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                 seed=args.seed, device=args.device,
                                 progress=lambda msg: print(f"[{time.perf_counter() - t0:7.1f} s] {msg}",
                                                            file=sys.stderr, flush=True),
-                                extra=extra, keep=args.grid, settings=settings)
+                                extra={name: (m.rec, m.grid) for name, m in learned.items()}, keep=args.grid,
+                                settings=settings)
     images = result.pop("_images", None)
     result["wall_seconds"] = time.perf_counter() - t0
-    if "pnp" in learned_config:
-        learned_config["pnp"] = _pnp_summary(learned_config["pnp"], args.pnp_max_iter, args.pnp_tol)
-    for cfg in learned_config.values():  # solver statistics over the test images, as means
-        st = cfg.get("solver")
-        if st and st["images"]:
-            cfg["solver"] = {"images": st["images"], "converged_fraction": st["converged"] / st["images"],
-                             "iterations_mean": st["iterations"] / st["images"], "residual_max": st["residual_max"]}
-    result["learned"] = learned_config
+    result["learned"] = {name: m.record() for name, m in learned.items()}
     result["skipped_files"] = skipped
     result["provenance"] = provenance(config={**preset.to_dict(), "methods": methods, "subset": args.subset,
                                               "split": split, "n_val": args.n_val, "seed": args.seed},
@@ -224,31 +218,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     _report_evaluation(result, images, methods, out, test.name, preset, skipped)
     print(f"wrote {out}")
     return 0
-
-
-def _pnp_summary(cfg: dict, max_iter: int, tol: float) -> dict:
-    """Plug-and-Play's solver statistics: per setting on validation, and for the chosen one on test.
-
-    :func:`jfb_core.evaluate.evaluate_classical` tunes first (one call per setting, on the
-    validation images), then runs the chosen setting on the test batches; so each setting's
-    first call is its validation run and every later call is a test batch.
-    """
-    calls = cfg.pop("calls")
-    seen, tuning, test = set(), [], {"images": 0, "converged": 0, "iterations": 0.0}
-    for w, n, conv, its in calls:
-        if w not in seen:
-            seen.add(w)
-            tuning.append({"setting": list(w) if isinstance(w, tuple) else w, "converged_fraction": conv / n,
-                           "iterations": its})
-        else:
-            test["images"] += n
-            test["converged"] += conv
-            test["iterations"] += its * n
-    solver = {"tol": tol, "max_iter": max_iter, "tuning": tuning}
-    if test["images"]:
-        solver.update(images=test["images"], converged_fraction=test["converged"] / test["images"],
-                      iterations_mean=test["iterations"] / test["images"])
-    return {**cfg, "pnp_solver": solver}
 
 
 def _lipschitz_record(f, size: int, certify: bool) -> dict:
@@ -263,48 +232,24 @@ def _lipschitz_record(f, size: int, certify: bool) -> dict:
     return record
 
 
-def _pnp_method(args: argparse.Namespace, preset, first):
-    """Plug-and-Play with the pretrained denoiser of the first checkpoint: ``(reconstructor, settings), config``."""
+def _pnp_method(args: argparse.Namespace, preset, first) -> LearnedMethod:
+    """Plug-and-Play with the pretrained denoiser of the first checkpoint."""
     if first is None or first[1].get("denoiser") is None:
         raise UserError("pnp needs --checkpoint of a run with pretraining (its denoiser is used)")
     model, ckpt, path = first
     f = copy.deepcopy(model.f)  # the checkpoint's own network, with the pretrained denoiser's weights
     load_weights(f, ckpt["denoiser"], path)
-    pnp_dtype = torch.float64 if args.float64 else torch.float32
-    f.to(pnp_dtype).eval()
-    denoiser_lipschitz = _lipschitz_record(f, preset.image_size, args.certify)
-    A = model.A
-    steps = number_list(args.pnp_step, "--pnp-step")
-    if any(not 0 < t < 2 for t in steps):  # 2 / L with L = ||A||^2 <= 1 for a normalised blur
-        raise UserError(f"--pnp-step values must be in (0, 2), got {args.pnp_step}")
-    if not args.pnp_tol > 0 or args.pnp_max_iter < 1:
-        raise UserError("--pnp-tol must be positive and --pnp-max-iter at least 1")
-    strengths = number_list(args.pnp_strength, "--pnp-strength")
-    if any(not 0 < a <= 1 for a in strengths):
-        raise UserError(f"--pnp-strength values must be in (0, 1], got {args.pnp_strength}")
-    pnp_calls: list = []  # (setting, images, converged, iterations) per call, summarised after the run
-
-    def pnp(d, w, f=f, A=A, calls=pnp_calls):
-        w = tuple(w) if isinstance(w, (tuple, list)) else w  # the chosen setting comes back as a list
-        step, strength = w if isinstance(w, tuple) else (w, 1.0)
-        st: dict = {}
-        out = pnp_pgd(A, d.to(pnp_dtype), f, step=step, strength=strength, max_iter=args.pnp_max_iter,
-                      tol=args.pnp_tol, stats=st)
-        calls.append((w, len(d), st["converged"], st["iterations"]))
-        return out.to(d.dtype)
-
-    # the plain denoiser: tune the step alone; else tune (step, strength) pairs
-    settings = steps if strengths == (1.0,) else tuple((t, a) for t in steps for a in strengths)
-    scheme = "proximal gradient, step" + (" and denoiser strength" if strengths != (1.0,) else "")
-    config = {"denoiser_from": path, "scheme": scheme + " tuned on validation", "strengths": list(strengths),
-              "calls": pnp_calls, "dtype": str(pnp_dtype).removeprefix("torch."),
-              "pretrain_noise": ckpt["config"].get("pretrain_noise"), "lipschitz": denoiser_lipschitz}
-    return (pnp, settings), config
+    dtype = torch.float64 if args.float64 else torch.float32
+    f.to(dtype).eval()
+    config = {"denoiser_from": path, "pretrain_noise": ckpt["config"].get("pretrain_noise"),
+              "lipschitz": _lipschitz_record(f, preset.image_size, args.certify)}
+    return pnp_method(f, model.A, dtype, number_list(args.pnp_step, "--pnp-step"),
+                      number_list(args.pnp_strength, "--pnp-strength"), args.pnp_max_iter, args.pnp_tol, config)
 
 
-def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
-    """Reconstructors from ``--checkpoint NAME=PATH`` (DE-GRAD) and ``pnp`` (the first checkpoint's denoiser)."""
-    extra, config = {}, {}
+def _learned_methods(args: argparse.Namespace, preset, methods: list[str]) -> dict[str, LearnedMethod]:
+    """Methods from ``--checkpoint NAME=PATH`` (DE-GRAD) and ``pnp`` (the first checkpoint's denoiser)."""
+    learned: dict[str, LearnedMethod] = {}
     first = None
     for spec in args.checkpoint or []:
         name, _, path = spec.rpartition("=")
@@ -327,30 +272,16 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]):
         lipschitz = _lipschitz_record(model.f, preset.image_size, args.certify)
         check_compatible(ckpt["config"], {**ckpt["config"], **preset.to_dict()},
                          keys=DATA_KEYS, what=f"evaluate {path}")
-        solver = {"images": 0, "converged": 0.0, "iterations": 0, "residual_max": 0.0}
-
-        def rec(d, w=None, model=model, solver=solver, dtype=dtype):
-            out = model(d.to(dtype)).to(d.dtype)
-            st = model.last_stats  # per-sample statistics of this batch's Anderson solve
-            solver["images"] += len(st.iterations)
-            solver["converged"] += st.converged_fraction * len(st.iterations)
-            solver["iterations"] += sum(st.iterations)
-            solver["residual_max"] = max(solver["residual_max"], max(st.residual))
-            return out
-
         first = first or (model, ckpt, path)
         if name not in methods:  # only pnp's denoiser comes from it: nothing of it is scored
             continue
-        extra[name] = (rec, None)
-        config[name] = {"checkpoint": path, "epoch": ckpt["epoch"], "train_seconds": ckpt["train_seconds"],
-                        "solve_tol": model.tol, "solve_max_iter": model.max_iter, "solver": solver,
-                        "dtype": str(dtype).removeprefix("torch."),
-                        "inner_tol": model.inner_tol if model.data_step == "proximal" else None,
-                        "grad_mode": ckpt["config"]["grad_mode"], "final_log": ckpt["log"][-1] if ckpt["log"] else None,
-                        "lipschitz": lipschitz}
+        learned[name] = degrad_method(model, dtype, {
+            "checkpoint": path, "epoch": ckpt["epoch"], "train_seconds": ckpt["train_seconds"],
+            "grad_mode": ckpt["config"]["grad_mode"], "final_log": ckpt["log"][-1] if ckpt["log"] else None,
+            "lipschitz": lipschitz})
     if "pnp" in methods:
-        extra["pnp"], config["pnp"] = _pnp_method(args, preset, first)
-    return extra, config
+        learned["pnp"] = _pnp_method(args, preset, first)
+    return learned
 
 
 BENCHMARKS = ("solvers", "memory", "backward")
@@ -461,12 +392,9 @@ def _train_setup(args: argparse.Namespace):
     if args.data_cache:
         overrides["dataset"] = "celeba"
     preset = get_preset(args.preset, **overrides)
-    options = TrainOptions(grad_mode=args.grad_mode, neumann_k=args.neumann_k, unroll_k=args.unroll_k,
-                           backward_tol=args.backward_tol, backward_max_iter=args.backward_max_iter,
-                           backward_solver=args.backward_solver, n_eval=args.n_eval, data_cache=args.data_cache,
-                           amp=args.amp, max_steps=args.max_steps, eval_every=args.eval_every,
-                           checkpoint_every=args.checkpoint_every, init_from=args.init_from,
-                           channels_last=args.channels_last, max_seconds=getattr(args, "max_seconds", None))
+    # every TrainOptions field is a flag of the same name (tests/test_cli_train_flags.py checks each one)
+    options = TrainOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions)
+                              if hasattr(args, f.name)})
     if preset.dataset == "celeba" and not args.data_cache:
         raise UserError("the preset trains on CelebA: pass --data-cache FILE made by "
                         "`python -m jfb_core prepare --data /path/to/celeba`")
@@ -590,7 +518,9 @@ def _add_train_arguments(tr: argparse.ArgumentParser) -> None:
     tr.add_argument("--unroll-k", type=_positive_int, default=20)
     tr.add_argument("--backward-tol", type=_positive_float, default=1e-4)
     tr.add_argument("--backward-max-iter", type=_positive_int, default=200)
-    tr.add_argument("--backward-solver", choices=IFT_SOLVERS, default="fixed_point")
+    tr.add_argument("--backward-solver", choices=IFT_SOLVERS, default="fixed_point",
+                    help="IFT's adjoint solver: fixed_point or anderson (the forward solvers on w = g + J^T w) "
+                         "or cg_normal (CG on the normal equations, the paper's route)")
     tr.add_argument("--n-eval", type=_positive_int, default=64,
                     help="test images scored after every epoch (with --data-cache: at most its test split; "
                          "else at most the preset's n_test)")

@@ -17,12 +17,12 @@ that list what is allowed.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from jfb_core.errors import UserError
+from jfb_core.operators import BLURS, PADDINGS, BlurSetting, GaussianBlur, blur_from_setting
 
 ENV_VAR = "JFB_PRESET"
 DEFAULT_PRESET = "fast"
@@ -34,34 +34,9 @@ ACTIVATIONS = ("relu", "maxmin")  #: the DnCNN's activation (models)
 BATCHNORM_MODES = ("none", "paper")  #: the DnCNN without or with the paper's batch normalisation
 DATA_STEPS = ("gradient", "proximal")  #: DE-GRAD's data step: eq. (3.5)'s gradient or the exact proximal
 GRAD_MODES = ("jfb", "ift", "neumann", "unrolled")  #: the backward passes (gradients)
-IFT_SOLVERS = ("fixed_point", "cg_normal")  #: IFT's adjoint solvers (gradients)
-PADDINGS = ("zeros", "circular", "reflect")  #: the blur's boundary condition (operators)
-
-
-@dataclass(frozen=True)
-class BlurSetting:
-    """A Gaussian blur: odd ``kernel_size``, standard deviation ``sigma`` in pixels."""
-
-    kernel_size: int
-    sigma: float
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
-            raise UserError(f"kernel_size must be a positive odd integer, got {self.kernel_size}")
-        if not self.sigma > 0:
-            raise UserError(f"sigma must be positive, got {self.sigma}")
-
-
-#: The three blur settings met in the paper and in the work its Table 2 quotes.
-BLURS: dict[str, BlurSetting] = {
-    # Section 5.1 (training, Fig. 1, Table 1): 5x5 kernel, variance 1.
-    "5x5_s1": BlurSetting(5, 1.0, "5x5 kernel, sigma = 1 (paper Sec. 5.1, training)"),
-    # Section 5.2 (Table 2 comparison): 9x9 kernel, variance 5, i.e. sigma = sqrt(5).
-    "9x9_var5": BlurSetting(9, math.sqrt(5.0), "9x9 kernel, variance 5 (paper Sec. 5.2, Table 2)"),
-    # Gilton et al.'s public code, whose numbers Table 2 quotes: 5x5 kernel, sigma = 5.
-    "5x5_s5": BlurSetting(5, 5.0, "5x5 kernel, sigma = 5 (Gilton et al.'s code)"),
-}
+IFT_SOLVERS = ("fixed_point", "anderson", "cg_normal")  #: IFT's adjoint solvers (gradients)
+# The blur's own settings (PADDINGS, BlurSetting, BLURS) are defined with the blur in operators
+# and re-exported here, so that every choice can still be imported from this module.
 
 
 @dataclass(frozen=True)
@@ -150,6 +125,11 @@ class Preset:
     @property
     def blur_setting(self) -> BlurSetting:
         return BLURS[self.blur]
+
+    def blur_operator(self, padding: str | None = None) -> GaussianBlur:
+        """The forward operator ``A`` of this preset: its blur, channels and padding
+        (``padding`` overrides the preset's)."""
+        return blur_from_setting(self.blur, channels=self.channels, padding=padding or self.padding)
 
     def replace(self, **overrides: Any) -> "Preset":
         """A copy with some fields changed; unknown field names raise ``TypeError``."""

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from jfb_core.errors import BadDataCache, UserError
-from jfb_core.operators import GaussianBlur, add_noise
+from jfb_core.operators import LinearOperator, add_noise
 from jfb_core.provenance import save_atomic
 
 SPLITS = ("train", "val", "test")
@@ -313,7 +313,7 @@ def iterate_batches(dataset: Sequence[torch.Tensor], batch_size: int) -> Iterato
 
 # ---------------------------------------------------------------------- measurements
 
-def measure(A: GaussianBlur, x: torch.Tensor, noise_std: float, seed: int = 0,
+def measure(A: LinearOperator, x: torch.Tensor, noise_std: float, seed: int = 0,
             indices: Sequence[int] | None = None) -> torch.Tensor:
     """Measurements ``d = A x + eps`` with Gaussian ``eps`` of standard deviation ``noise_std``.
 

@@ -20,11 +20,12 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from jfb_core.baselines import direct_inverse, tikhonov, tune_weight, tv_fista, tv_gradient_descent
+from jfb_core.baselines import direct_inverse, pnp_pgd, tikhonov, tune_weight, tv_fista, tv_gradient_descent
 from jfb_core.config import BLURS
 from jfb_core.data import measure
 from jfb_core.metrics import psnr, ssim
-from jfb_core.operators import GaussianBlur, blur_from_setting
+from jfb_core.models import DEGRAD, SolveStats
+from jfb_core.operators import LinearOperator, blur_from_setting
 from jfb_core.errors import UserError
 
 CLASSICAL_METHODS = ("direct", "tikhonov", "tv", "tv_exact")
@@ -68,7 +69,7 @@ class Split:
     description: str
 
 
-def make_reconstructor(method: str, A: GaussianBlur, settings: ClassicalSettings
+def make_reconstructor(method: str, A: LinearOperator, settings: ClassicalSettings
                        ) -> Callable[[torch.Tensor, float | None], torch.Tensor]:
     """``rec(d, weight)`` for a classical method (``weight`` ignored by ``direct``)."""
     if method == "direct":
@@ -195,6 +196,125 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
     return result
 
 
+# --------------------------------------------------------------------------- learned methods
+# A trained network or Plug-and-Play enters evaluate_classical through ``extra`` as a
+# reconstructor; a LearnedMethod also keeps what its solver did on every call and shapes
+# that, with its settings, into the JSON record of the method.
+
+@dataclass
+class SolverTally:
+    """The forward solves of a DE-GRAD over every image it reconstructed."""
+
+    images: int = 0
+    converged: float = 0.0
+    iterations: int = 0
+    residual_max: float = 0.0
+
+    def add(self, st: SolveStats) -> None:
+        n = len(st.iterations)
+        self.images += n
+        self.converged += st.converged_fraction * n
+        self.iterations += sum(st.iterations)
+        self.residual_max = max(self.residual_max, max(st.residual))
+
+    def summary(self) -> dict:
+        """Means over the images (the raw counts when there were none)."""
+        if not self.images:
+            return asdict(self)
+        return {"images": self.images, "converged_fraction": self.converged / self.images,
+                "iterations_mean": self.iterations / self.images, "residual_max": self.residual_max}
+
+
+@dataclass
+class PnPTally:
+    """Plug-and-Play's solves, one entry per call: ``(setting, images, converged, iterations)``.
+
+    :func:`evaluate_classical` tunes first (one call per setting, on the validation images),
+    then runs the chosen setting on the test batches; so each setting's first call is its
+    validation run and every later call is a test batch."""
+
+    max_iter: int
+    tol: float
+    calls: list = field(default_factory=list)
+
+    def summary(self) -> dict:
+        seen, tuning, test = set(), [], {"images": 0, "converged": 0, "iterations": 0.0}
+        for w, n, conv, its in self.calls:
+            if w not in seen:
+                seen.add(w)
+                tuning.append({"setting": list(w) if isinstance(w, tuple) else w, "converged_fraction": conv / n,
+                               "iterations": its})
+            else:
+                test["images"] += n
+                test["converged"] += conv
+                test["iterations"] += its * n
+        solver = {"tol": self.tol, "max_iter": self.max_iter, "tuning": tuning}
+        if test["images"]:
+            solver.update(images=test["images"], converged_fraction=test["converged"] / test["images"],
+                          iterations_mean=test["iterations"] / test["images"])
+        return solver
+
+
+@dataclass
+class LearnedMethod:
+    """A reconstructor for ``evaluate_classical(extra=...)`` with its settings (``config``)
+    and the tally of its solver (``solver_key`` names it in the record)."""
+
+    rec: Callable[[torch.Tensor, object], torch.Tensor]
+    grid: tuple | None
+    config: dict
+    tally: SolverTally | PnPTally
+    solver_key: str = "solver"
+
+    def record(self) -> dict:
+        """The method's JSON record: its settings and what its solver did."""
+        return {**self.config, self.solver_key: self.tally.summary()}
+
+
+def degrad_method(model: DEGRAD, dtype: torch.dtype, config: dict) -> LearnedMethod:
+    """A trained DE-GRAD as a method: runs in ``dtype`` (its output in the input's), tallies
+    every forward solve; ``config`` (checkpoint, lipschitz, ...) is completed with the solve's settings."""
+    tally = SolverTally()
+
+    def rec(d: torch.Tensor, w=None) -> torch.Tensor:
+        out, stats = model.run(d.to(dtype))
+        tally.add(stats.solve)
+        return out.to(d.dtype)
+
+    config = {**config, "solve_tol": model.tol, "solve_max_iter": model.max_iter,
+              "dtype": str(dtype).removeprefix("torch."),
+              "inner_tol": model.inner_tol if model.data_step == "proximal" else None}
+    return LearnedMethod(rec, None, config, tally)
+
+
+def pnp_method(f, A: LinearOperator, dtype: torch.dtype, steps: Sequence[float], strengths: Sequence[float],
+               max_iter: int, tol: float, config: dict) -> LearnedMethod:
+    """Plug-and-Play proximal gradient with the denoiser ``f`` as a method: the step alone
+    tuned for the plain denoiser (``strengths == (1.0,)``), else (step, strength) pairs."""
+    if any(not 0 < t < 2 for t in steps):  # 2 / L with L = ||A||^2 <= 1 for a normalised blur
+        raise UserError(f"PnP step values (--pnp-step) must be in (0, 2), got {list(steps)}")
+    if not tol > 0 or max_iter < 1:
+        raise UserError("PnP needs a positive tolerance (--pnp-tol) and at least 1 iteration (--pnp-max-iter)")
+    if any(not 0 < a <= 1 for a in strengths):
+        raise UserError(f"PnP strength values (--pnp-strength) must be in (0, 1], got {list(strengths)}")
+    tally = PnPTally(max_iter=max_iter, tol=tol)
+
+    def rec(d: torch.Tensor, w) -> torch.Tensor:
+        w = tuple(w) if isinstance(w, (tuple, list)) else w  # the chosen setting comes back as a list
+        step, strength = w if isinstance(w, tuple) else (w, 1.0)
+        st: dict = {}
+        out = pnp_pgd(A, d.to(dtype), f, step=step, strength=strength, max_iter=max_iter, tol=tol, stats=st)
+        tally.calls.append((w, len(d), st["converged"], st["iterations"]))
+        return out.to(d.dtype)
+
+    plain = tuple(strengths) == (1.0,)
+    grid = tuple(steps) if plain else tuple((t, a) for t in steps for a in strengths)
+    scheme = "proximal gradient, step" + ("" if plain else " and denoiser strength")
+    config = {**config, "scheme": scheme + " tuned on validation", "strengths": list(strengths),
+              "dtype": str(dtype).removeprefix("torch.")}
+    return LearnedMethod(rec, grid, config, tally, solver_key="pnp_solver")
+
+
 def plot_grid(images: dict[str, torch.Tensor], labels: dict[str, str], path: str, title: str = "") -> None:
     """Rows of images, one row per entry of ``labels`` (the paper's Table 1 layout), columns = test images;
     with a ``"truth"`` row, every other image is titled with its PSNR against it."""
@@ -227,5 +347,6 @@ def format_weight(w, number: str = "{:.1e}") -> str:
     return "/".join(f"{v:g}" for v in w) if isinstance(w, (list, tuple)) else number.format(w)
 
 
-__all__ = ["CLASSICAL_METHODS", "ClassicalSettings", "TV_EXACT_GRID", "MethodResult", "Split", "evaluate_classical",
-           "format_weight", "make_reconstructor", "plot_grid"]
+__all__ = ["CLASSICAL_METHODS", "ClassicalSettings", "LearnedMethod", "MethodResult", "PnPTally", "SolverTally", "Split",
+           "TV_EXACT_GRID", "degrad_method", "evaluate_classical", "format_weight", "make_reconstructor",
+           "plot_grid", "pnp_method"]

@@ -12,38 +12,46 @@ differ only in how they replace ``w``:
 ``"jfb"``       ``w = g`` (eq. 4.1: the identity in place of ``(I - J)^{-1}``);
 ``"neumann"``   ``w = sum_{j=0..k} (J^T)^j g`` (eq. 4.2 truncated after ``k + 1`` terms;
                 ``k = 0`` is JFB);
-``"ift"``       ``w`` from a linear solve: fixed-point iteration ``w <- g + J^T w`` (it
-                converges when ``T`` is a contraction), or, as the paper did,
+``"ift"``       ``w`` from a linear solve: the fixed point of ``w -> g + J^T w`` by the
+                forward pass's own solvers (plain iteration, which converges when ``T``
+                is a contraction, or Anderson acceleration), or, as the paper did,
                 conjugate gradients on the normal equations ``(I - J)(I - J)^T w = (I - J) g``;
 ``"unrolled"``  no fixed point: backpropagation through ``K`` recorded applications of ``T``
-                (handled by the caller, :class:`jfb_core.models.DEGRAD`).
+                from the starting point.
 
 Note the right-hand side: the normal equations of ``(I - J)^T w = g`` are
 ``(I - J)(I - J)^T w = (I - J) g``. Writing ``g J^T`` (or ``J g``) on the right instead,
 which drops the identity from ``I - J``, solves a different system.
 
-:func:`attach` wires any of the first three into autograd through a hook on
-one recorded application of ``T`` at the fixed point, so the forward solve never
-records a graph.
+Each mode is one :class:`Backward` strategy, built and validated once by
+:func:`make_backward`. Its :meth:`Backward.run` does the whole forward pass (solve,
+then attach; or unroll) and returns the output with the solve's result and a
+:class:`BackwardStats` that the backward pass fills in. The first three attach through
+a hook on one recorded application of ``T`` at the fixed point, so the forward solve
+never records a graph; :func:`attach` is that step on its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 
 from jfb_core.config import GRAD_MODES, IFT_SOLVERS
-from jfb_core.solvers import conjugate_gradient
 from jfb_core.errors import UserError
+from jfb_core.solvers import SolverResult, anderson, conjugate_gradient, fixed_point
 
+Map = Callable[[torch.Tensor], torch.Tensor]
+Adjoint = Callable[[Map, Map, torch.Tensor], "tuple[torch.Tensor, int, list[float]]"]
 
 
 @dataclass
 class BackwardStats:
-    """What the last backward pass did: the mode, and for ``ift`` the solver's iterations
-    and final relative residual ``||(I - J)^T w - g|| / ||g||`` (per sample)."""
+    """What a backward pass did: the mode, and for ``ift`` the products with ``J^T`` (or,
+    for ``cg_normal``, CG iterations) and the final relative residual
+    ``||(I - J)^T w - g|| / ||g||`` per sample; for ``neumann`` the ``k`` extra terms;
+    for ``unrolled`` the ``K`` recorded steps. Filled in when the backward pass runs."""
 
     mode: str = ""
     iterations: int = 0
@@ -54,24 +62,26 @@ def _bnorm(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1).norm(dim=1)
 
 
-def adjoint_solve_fixed_point(vjp: Callable[[torch.Tensor], torch.Tensor], g: torch.Tensor, tol: float,
-                              max_iter: int) -> tuple[torch.Tensor, int, torch.Tensor]:
-    """``w <- g + J^T w`` until ``||(I - J)^T w - g|| <= tol ||g||`` per sample."""
-    w = g.clone()
-    gn = _bnorm(g).clamp_min(torch.finfo(g.dtype).tiny)
-    res = torch.full((g.shape[0],), float("inf"), dtype=g.dtype, device=g.device)
-    k = 0
-    for k in range(1, max_iter + 1):
-        jtw = vjp(w)
-        res = _bnorm(w - jtw - g) / gn
-        if bool((res <= tol).all()):
-            break
-        w = g + jtw
-    return w, k, res
+def _gnorm(g: torch.Tensor) -> torch.Tensor:
+    return _bnorm(g).clamp_min(torch.finfo(g.dtype).tiny)
 
 
-def adjoint_solve_cg_normal(vjp: Callable[[torch.Tensor], torch.Tensor], jvp: Callable[[torch.Tensor], torch.Tensor],
-                            g: torch.Tensor, tol: float, max_iter: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+def adjoint_solve_fixed_point(vjp: Map, g: torch.Tensor, tol: float, max_iter: int,
+                              method: str = "fixed_point") -> tuple[torch.Tensor, int, torch.Tensor]:
+    """The fixed point of ``w -> g + J^T w``, i.e. ``(I - J)^T w = g``, by the forward pass's
+    solvers (``method`` ``"fixed_point"`` or ``"anderson"``), per-sample stopping at
+    ``||(I - J)^T w - g|| <= tol ||g||``. Returns ``w``, the products with ``J^T`` and
+    the residuals."""
+    step = lambda w: g + vjp(w)  # noqa: E731
+    if method == "anderson":
+        r = anderson(step, g, m=5, lam=1e-10, tol=tol, max_iter=max_iter, scale=_gnorm(g))
+    else:
+        r = fixed_point(step, g, tol=tol, max_iter=max_iter, scale=_gnorm(g))
+    return r.z, r.nfe, r.residual
+
+
+def adjoint_solve_cg_normal(vjp: Map, jvp: Map, g: torch.Tensor, tol: float,
+                            max_iter: int) -> tuple[torch.Tensor, int, torch.Tensor]:
     """Conjugate gradients on ``(I - J)(I - J)^T w = (I - J) g`` (the paper's route).
 
     Squares the condition number, so it needs more products than the fixed-point
@@ -83,30 +93,15 @@ def adjoint_solve_cg_normal(vjp: Callable[[torch.Tensor], torch.Tensor], jvp: Ca
 
     rhs = g - jvp(g)
     w, iters = conjugate_gradient(apply_a, rhs, x0=g.clone(), tol=tol, max_iter=max_iter)
-    res = _bnorm(w - vjp(w) - g) / _bnorm(g).clamp_min(torch.finfo(g.dtype).tiny)
-    return w, int(iters.max()), res
+    return w, int(iters.max()), _bnorm(w - vjp(w) - g) / _gnorm(g)
 
 
-def attach(T: Callable[[torch.Tensor], torch.Tensor], z_star: torch.Tensor, mode: str = "jfb",
-           neumann_k: int = 5, tol: float = 1e-6, max_iter: int = 200, solver: str = "fixed_point",
-           stats: BackwardStats | None = None) -> torch.Tensor:
-    """One recorded application of ``T`` at the fixed point, whose backward uses ``mode``.
-
-    ``T`` must close over the parameters (and the data) whose gradients are wanted.
-    Returns ``T(z_star)`` (equal to ``z_star`` up to the solver's tolerance). ``stats``
-    is filled in during the backward pass.
-    """
-    if mode not in ("jfb", "ift", "neumann"):
-        raise UserError(f"attach handles 'jfb', 'ift' and 'neumann', got {mode!r}")
-    if solver not in IFT_SOLVERS:
-        raise UserError(f"solver must be one of {IFT_SOLVERS}, got {solver!r}")
-    if neumann_k < 0:
-        raise UserError(f"neumann_k must be >= 0, got {neumann_k}")
-    stats = stats if stats is not None else BackwardStats()
+def _attach_hooked(T: Map, z_star: torch.Tensor, stats: BackwardStats, adjoint: Adjoint) -> torch.Tensor:
+    """``T(z_star)`` recorded once; its backward replaces the incoming ``g`` by
+    ``adjoint(vjp, jvp, g)``'s ``w`` and records the adjoint's statistics in ``stats``."""
     z_star = z_star.detach()
     out = T(z_star)
-    if mode == "jfb" or not out.requires_grad:
-        stats.mode = mode
+    if not out.requires_grad:
         return out
     z0 = z_star.clone().requires_grad_(True)
     with torch.enable_grad():
@@ -117,33 +112,149 @@ def attach(T: Callable[[torch.Tensor], torch.Tensor], z_star: torch.Tensor, mode
         return r
 
     def jvp(v: torch.Tensor) -> torch.Tensor:  # J v, by the double-vjp trick
-        u = torch.zeros_like(f0, requires_grad=True)
-        (jtu,) = torch.autograd.grad(f0, z0, u, create_graph=True, retain_graph=True)
-        (jv,) = torch.autograd.grad(jtu, u, v, retain_graph=True)
+        with torch.enable_grad():
+            u = torch.zeros_like(f0, requires_grad=True)
+            (jtu,) = torch.autograd.grad(f0, z0, u, create_graph=True, retain_graph=True)
+            (jv,) = torch.autograd.grad(jtu, u, v, retain_graph=True)
         return jv
 
     def hook(g: torch.Tensor | None) -> torch.Tensor | None:
-        stats.mode = mode
         if g is None:  # an undefined gradient stays undefined
             return None
         with torch.enable_grad():
-            if mode == "neumann":
-                w, term = g.clone(), g
-                for _ in range(neumann_k):
-                    term = vjp(term)
-                    w = w + term
-                stats.iterations, stats.residual = neumann_k, []
-                return w
-            if solver == "fixed_point":
-                w, iters, res = adjoint_solve_fixed_point(vjp, g, tol, max_iter)
-            else:
-                w, iters, res = adjoint_solve_cg_normal(vjp, jvp, g, tol, max_iter)
-        stats.iterations, stats.residual = iters, res.tolist()
+            w, stats.iterations, stats.residual = adjoint(vjp, jvp, g)
         return w
 
     out.register_hook(hook)
     return out
 
 
-__all__ = ["BackwardStats", "GRAD_MODES", "IFT_SOLVERS", "adjoint_solve_cg_normal", "adjoint_solve_fixed_point",
-           "attach"]
+class Backward:
+    """A backward mode: how the gradient passes through the fixed point. Chosen once
+    (:func:`make_backward`); :meth:`run` is the model's whole forward pass."""
+
+    name: ClassVar[str] = ""
+
+    def attach(self, T: Map, z_star: torch.Tensor) -> tuple[torch.Tensor, BackwardStats]:
+        """One recorded application of ``T`` at ``z_star`` whose backward is this mode's,
+        and the statistics its backward pass will fill in. ``T`` must close over the
+        parameters (and the data) whose gradients are wanted."""
+        raise NotImplementedError
+
+    def run(self, T: Map, z0: torch.Tensor,
+            solve: Callable[[torch.Tensor], SolverResult]) -> tuple[torch.Tensor, SolverResult | None, BackwardStats]:
+        """Solve from ``z0`` with ``solve`` (no graph), then attach: ``(T(z_star), result, stats)``."""
+        result = solve(z0)
+        out, stats = self.attach(T, result.z)
+        return out, result, stats
+
+
+@dataclass(frozen=True)
+class JFB(Backward):
+    """Eq. 4.1: ``w = g``; the backward pass is plain backpropagation through one ``T``."""
+
+    name: ClassVar[str] = "jfb"
+
+    def attach(self, T: Map, z_star: torch.Tensor) -> tuple[torch.Tensor, BackwardStats]:
+        return T(z_star.detach()), BackwardStats(mode=self.name)
+
+
+@dataclass(frozen=True)
+class Neumann(Backward):
+    """Eq. 4.2 truncated: ``w = sum_{j=0..k} (J^T)^j g`` (``k = 0`` is JFB)."""
+
+    k: int = 5
+    name: ClassVar[str] = "neumann"
+
+    def __post_init__(self) -> None:
+        if self.k < 0:
+            raise UserError(f"neumann_k must be >= 0, got {self.k}")
+
+    def attach(self, T: Map, z_star: torch.Tensor) -> tuple[torch.Tensor, BackwardStats]:
+        def series(vjp: Map, jvp: Map, g: torch.Tensor) -> tuple[torch.Tensor, int, list[float]]:
+            w, term = g.clone(), g
+            for _ in range(self.k):
+                term = vjp(term)
+                w = w + term
+            return w, self.k, []
+
+        stats = BackwardStats(mode=self.name)
+        return _attach_hooked(T, z_star, stats, series), stats
+
+
+@dataclass(frozen=True)
+class IFT(Backward):
+    """Eq. 3.10: ``w`` solves ``(I - J)^T w = g`` to relative residual ``tol`` with
+    ``solver`` (one of ``IFT_SOLVERS``), at most ``max_iter`` iterations."""
+
+    tol: float = 1e-6
+    max_iter: int = 200
+    solver: str = "fixed_point"
+    name: ClassVar[str] = "ift"
+
+    def __post_init__(self) -> None:
+        if self.solver not in IFT_SOLVERS:
+            raise UserError(f"backward_solver must be one of {IFT_SOLVERS}, got {self.solver!r}")
+        if not self.tol > 0 or self.max_iter < 1:
+            raise UserError(f"IFT needs backward_tol > 0 and backward_max_iter >= 1, got {self.tol}, {self.max_iter}")
+
+    def attach(self, T: Map, z_star: torch.Tensor) -> tuple[torch.Tensor, BackwardStats]:
+        def solve(vjp: Map, jvp: Map, g: torch.Tensor) -> tuple[torch.Tensor, int, list[float]]:
+            if self.solver == "cg_normal":
+                w, iters, res = adjoint_solve_cg_normal(vjp, jvp, g, self.tol, self.max_iter)
+            else:
+                w, iters, res = adjoint_solve_fixed_point(vjp, g, self.tol, self.max_iter, method=self.solver)
+            return w, iters, res.tolist()
+
+        stats = BackwardStats(mode=self.name)
+        return _attach_hooked(T, z_star, stats, solve), stats
+
+
+@dataclass(frozen=True)
+class Unrolled(Backward):
+    """No fixed point: ``k`` recorded plain steps of ``T`` from the starting point, and
+    backpropagation through all of them."""
+
+    k: int = 50
+    name: ClassVar[str] = "unrolled"
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise UserError(f"unroll_k must be >= 1, got {self.k}")
+
+    def attach(self, T: Map, z_star: torch.Tensor) -> tuple[torch.Tensor, BackwardStats]:
+        raise UserError("unrolled has no fixed point to attach to: it records its own steps (run)")
+
+    def run(self, T: Map, z0: torch.Tensor,
+            solve: Callable[[torch.Tensor], SolverResult]) -> tuple[torch.Tensor, None, BackwardStats]:
+        z = z0
+        for _ in range(self.k):
+            z = T(z)
+        return z, None, BackwardStats(mode=self.name, iterations=self.k)
+
+
+def make_backward(mode: str = "jfb", *, neumann_k: int = 5, unroll_k: int = 50, tol: float = 1e-6,
+                  max_iter: int = 200, solver: str = "fixed_point") -> Backward:
+    """The strategy for ``mode`` (one of ``GRAD_MODES``), with its options checked once;
+    options another mode uses are ignored."""
+    if mode == "jfb":
+        return JFB()
+    if mode == "neumann":
+        return Neumann(k=neumann_k)
+    if mode == "ift":
+        return IFT(tol=tol, max_iter=max_iter, solver=solver)
+    if mode == "unrolled":
+        return Unrolled(k=unroll_k)
+    raise UserError(f"grad_mode must be one of {GRAD_MODES}, got {mode!r}")
+
+
+def attach(T: Map, z_star: torch.Tensor, mode: str = "jfb", neumann_k: int = 5, tol: float = 1e-6,
+           max_iter: int = 200, solver: str = "fixed_point") -> tuple[torch.Tensor, BackwardStats]:
+    """One recorded application of ``T`` at the fixed point, whose backward uses ``mode``
+    (``jfb``, ``ift`` or ``neumann``): ``(T(z_star), stats)``, the statistics filled in
+    during the backward pass."""
+    return make_backward(mode, neumann_k=neumann_k, tol=tol, max_iter=max_iter, solver=solver).attach(T, z_star)
+
+
+__all__ = ["Backward", "BackwardStats", "GRAD_MODES", "IFT", "IFT_SOLVERS", "JFB", "Neumann", "Unrolled",
+           "adjoint_solve_cg_normal", "adjoint_solve_fixed_point", "attach", "make_backward"]

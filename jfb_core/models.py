@@ -41,9 +41,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from jfb_core.config import ACTIVATIONS, ARCHS, BATCHNORM_MODES, DATA_STEPS, GRAD_MODES, IFT_SOLVERS
-from jfb_core.gradients import BackwardStats, attach
-from jfb_core.operators import GaussianBlur, blur_from_setting, shifted_normal_solve
+from jfb_core.config import ACTIVATIONS, ARCHS, BATCHNORM_MODES, DATA_STEPS
+from jfb_core.gradients import Backward, BackwardStats, make_backward
+from jfb_core.operators import LinearOperator, shifted_normal_solve
 from jfb_core.solvers import SolverResult, anderson
 from jfb_core.errors import UserError
 
@@ -372,7 +372,7 @@ def make_network(arch: str, depth: int, channels: int, in_channels: int = 3, lip
 
 @dataclass
 class SolveStats:
-    """Solver statistics of the last forward pass of :class:`DEGRAD`."""
+    """Solver statistics of one forward solve of :class:`DEGRAD` (per sample where a list)."""
 
     iterations: list[int] = field(default_factory=list)
     residual: list[float] = field(default_factory=list)
@@ -386,6 +386,15 @@ class SolveStats:
                    converged_fraction=r.converged_fraction, nfe=r.nfe, fallbacks=r.fallbacks)
 
 
+@dataclass
+class ForwardStats:
+    """What one call of :meth:`DEGRAD.run` did: the forward solve (``None`` when unrolled)
+    and the backward pass (filled in when ``backward()`` runs through the output)."""
+
+    solve: SolveStats | None
+    backward: BackwardStats
+
+
 class DEGRAD(nn.Module):
     """The DE-GRAD map and the implicit network ``N(d) = z_star`` (eq. 3.4-3.6).
 
@@ -397,33 +406,28 @@ class DEGRAD(nn.Module):
     and initialised to ``rho``; ``rho = 1`` (the default) is ``S = I - f`` exactly,
     with no extra parameter.
 
-    ``forward(d)`` starts at ``A^T d``, finds the fixed point with Anderson acceleration
+    ``run(d)`` starts at ``A^T d``, finds the fixed point with Anderson acceleration
     under ``torch.no_grad()`` (no graph over the iterations), then attaches the
     gradient with one application of ``T`` at the fixed point: the output is
-    ``T(z_star, d)``. Its backward pass is chosen by ``grad_mode`` (see
-    :mod:`jfb_core.gradients`): ``"jfb"`` (eq. 4.1, default), ``"ift"`` (exact implicit
-    gradient, adjoint equation solved to ``backward_tol``), ``"neumann"`` (``neumann_k``
-    extra terms, eq. 4.2) or ``"unrolled"`` (no solve: ``unroll_k`` recorded plain steps
-    from ``A^T d``). ``data_step="proximal"`` replaces the explicit data step by the exact
-    one of :meth:`T` (``eta = 1 / rho``; ``eta_raw`` is then a buffer, not a parameter).
-    Statistics of the last solve are in ``last_stats``, of the last backward in
-    ``last_backward``.
+    ``T(z_star, d)``, returned with its :class:`ForwardStats`; ``forward(d)`` (that is,
+    ``model(d)``) returns the output alone. The backward pass is the strategy
+    ``self.backward`` (:mod:`jfb_core.gradients`), built from ``grad_mode`` and its
+    options: ``"jfb"`` (eq. 4.1, default), ``"ift"`` (exact implicit gradient, adjoint
+    equation solved to ``backward_tol`` by ``backward_solver``), ``"neumann"``
+    (``neumann_k`` extra terms, eq. 4.2) or ``"unrolled"`` (no solve: ``unroll_k``
+    recorded plain steps from ``A^T d``); :meth:`set_backward` replaces it.
+    ``data_step="proximal"`` replaces the explicit data step by the exact one of
+    :meth:`T` (``eta = 1 / rho``; ``eta_raw`` is then a buffer, not a parameter).
     """
 
-    def __init__(self, A: GaussianBlur, f: DnCNN, eta: float = 0.4, m: int = 5, tol: float = 1e-3,
+    def __init__(self, A: LinearOperator, f: DnCNN, eta: float = 0.4, m: int = 5, tol: float = 1e-3,
                  max_iter: int = 50, lam: float = 1e-4, grad_mode: str = "jfb", neumann_k: int = 5,
                  backward_tol: float = 1e-6, backward_max_iter: int = 200, backward_solver: str = "fixed_point",
                  unroll_k: int = 50, rho: float = 1.0, data_step: str = "gradient", inner_tol: float = 1e-5,
                  inner_max_iter: int = 300) -> None:
         super().__init__()
-
-        if grad_mode not in GRAD_MODES:
-            raise UserError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
-        if backward_solver not in IFT_SOLVERS:
-            raise UserError(f"backward_solver must be one of {IFT_SOLVERS}, got {backward_solver!r}")
-        self.grad_mode, self.neumann_k, self.unroll_k = grad_mode, neumann_k, unroll_k
-        self.backward_tol, self.backward_max_iter, self.backward_solver = backward_tol, backward_max_iter, backward_solver
-        self.last_backward = BackwardStats()
+        self.backward: Backward = make_backward(grad_mode, neumann_k=neumann_k, unroll_k=unroll_k, tol=backward_tol,
+                                                max_iter=backward_max_iter, solver=backward_solver)
         if A.padding not in ("zeros", "circular"):
             raise UserError("DE-GRAD needs a blur with zero or circular padding (so that L <= 1)")
         self.A, self.f = A, f
@@ -443,7 +447,16 @@ class DEGRAD(nn.Module):
             raise UserError(f"rho must be in (0, 1], got {rho}")
         self.rho_raw = nn.Parameter(torch.tensor(math.log(rho / (1 - rho)))) if rho < 1 else None
         self.m, self.tol, self.max_iter, self.lam = m, tol, max_iter, lam
-        self.last_stats = SolveStats()
+
+    @property
+    def grad_mode(self) -> str:
+        """The name of the backward strategy (one of ``GRAD_MODES``)."""
+        return self.backward.name
+
+    def set_backward(self, mode: str, **options) -> "DEGRAD":
+        """Replace the backward strategy: ``make_backward(mode, **options)``; returns the model."""
+        self.backward = make_backward(mode, **options)
+        return self
 
     @property
     def eta(self) -> torch.Tensor:
@@ -479,58 +492,53 @@ class DEGRAD(nn.Module):
         return self.A.shifted_normal_solve(rhs, self.rho, x0=z, tol=self.inner_tol, max_iter=self.inner_max_iter)
 
     def solve(self, d: torch.Tensor, z0: torch.Tensor | None = None) -> SolverResult:
-        """The fixed point of ``T(., d)`` by Anderson acceleration, without autograd."""
+        """The fixed point of ``T(., d)`` by Anderson acceleration from ``z0`` (default
+        ``A^T d``), without autograd."""
         z0 = self.A.adjoint(d) if z0 is None else z0
         with torch.no_grad():
-            result = anderson(lambda z: self.T(z, d), z0, m=self.m, lam=self.lam, tol=self.tol,
-                              max_iter=self.max_iter)
-        self.last_stats = SolveStats.from_result(result)
-        return result
+            return anderson(lambda z: self.T(z, d), z0, m=self.m, lam=self.lam, tol=self.tol,
+                            max_iter=self.max_iter)
 
-    def forward(self, d: torch.Tensor) -> torch.Tensor:
+    def run(self, d: torch.Tensor) -> tuple[torch.Tensor, ForwardStats]:
+        """The network's output for ``d`` and what computing it did (:class:`ForwardStats`)."""
         if self.training and hasattr(self.f, "power_step"):
             self.f.power_step()  # once per step, so T is the same map throughout the solve
-        if self.grad_mode == "unrolled":  # backprop through unroll_k recorded plain steps
-            z = self.A.adjoint(d)
-            for _ in range(self.unroll_k):
-                z = self.T(z, d)
-            return z
-        z_star = self.solve(d).z
-        return self.attach_gradient(z_star, d)
+        out, result, backward = self.backward.run(lambda z: self.T(z, d), self.A.adjoint(d),
+                                                  lambda z0: self.solve(d, z0))
+        return out, ForwardStats(None if result is None else SolveStats.from_result(result), backward)
 
-    def attach_gradient(self, z_star: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        """``T(z_star, d)`` recorded once, with the backward of ``grad_mode`` (not ``"unrolled"``).
+    def forward(self, d: torch.Tensor, return_stats: bool = False):
+        """``run(d)``'s output, or with ``return_stats=True`` the pair (through a wrapper such
+        as ``DistributedDataParallel``, which calls ``forward``)."""
+        out, stats = self.run(d)
+        return (out, stats) if return_stats else out
 
-        The second half of :meth:`forward`, exposed so that benchmarks can time the
+    def attach_gradient(self, z_star: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, BackwardStats]:
+        """``T(z_star, d)`` recorded once with this model's backward (not ``"unrolled"``), and
+        the statistics its backward pass fills in.
+
+        The second half of :meth:`run`, exposed so that benchmarks can time the
         solve and the gradient separately while running exactly the same code."""
-
-        if self.grad_mode == "unrolled":
-            raise UserError("attach_gradient is for jfb, ift and neumann; unrolled records its own steps")
-        self.last_backward = BackwardStats()
-        # the graph holds one application of T; its backward uses the chosen mode
-        return attach(lambda z: self.T(z, d), z_star, mode=self.grad_mode, neumann_k=self.neumann_k,
-                      tol=self.backward_tol, max_iter=self.backward_max_iter, solver=self.backward_solver,
-                      stats=self.last_backward)
+        return self.backward.attach(lambda z: self.T(z, d), z_star)
 
 
-def build_model(preset, device: str = "cpu", *, grad_mode: str = "jfb", neumann_k: int = 5, unroll_k: int = 50,
-                backward_tol: float = 1e-6, backward_max_iter: int = 200, backward_solver: str = "fixed_point",
-                channels_last: bool = False, tol: float | None = None, max_iter: int | None = None) -> DEGRAD:
+def build_model(preset, device: str = "cpu", *, backward: Backward | None = None, channels_last: bool = False,
+                tol: float | None = None, max_iter: int | None = None) -> DEGRAD:
     """The one factory of DE-GRAD: the network, blur, step and regulariser of a
-    :class:`jfb_core.config.Preset`, with the backward pass given by the keywords.
+    :class:`jfb_core.config.Preset`, with the backward strategy ``backward`` (default JFB;
+    see :func:`jfb_core.gradients.make_backward`).
 
     Training, checkpoint loading, the benchmarks and the chapters all build their
     models here, so a preset field (architecture, skip, activation, rho, data step)
     cannot be honoured in one place and ignored in another. ``tol`` and ``max_iter``
     override the preset's forward solve (the benchmarks fix the iteration count)."""
-    A = blur_from_setting(preset.blur, padding=preset.padding)
     f = make_network(preset.arch, preset.depth, preset.width, in_channels=preset.channels,
                      lipschitz=preset.lipschitz, skip=preset.skip, activation=preset.activation)
-    model = DEGRAD(A, f, eta=preset.eta, m=preset.anderson_m, tol=preset.tol if tol is None else tol,
-                   max_iter=preset.max_iter if max_iter is None else max_iter, grad_mode=grad_mode,
-                   neumann_k=neumann_k, unroll_k=unroll_k, backward_tol=backward_tol,
-                   backward_max_iter=backward_max_iter, backward_solver=backward_solver, rho=preset.rho,
-                   data_step=preset.data_step)
+    model = DEGRAD(preset.blur_operator(), f, eta=preset.eta, m=preset.anderson_m,
+                   tol=preset.tol if tol is None else tol, max_iter=preset.max_iter if max_iter is None else max_iter,
+                   rho=preset.rho, data_step=preset.data_step)
+    if backward is not None:
+        model.backward = backward
     if hasattr(f, "channels_last"):
         f.channels_last = channels_last
     return model.to(device)
@@ -642,5 +650,5 @@ def lipschitz_power(fn, x: torch.Tensor, iters: int = 30, seed: int = 0) -> floa
 
 __all__ = ["ACTIVATIONS", "ARCHS", "BATCHNORM_MODES", "CPLNet", "ConvexPotentialLayer", "DATA_STEPS", "DEGRAD", "DnCNN",
            "build_model", "certify_stored_norms", "conv_norm_upper", "lipschitz_certificate",
-           "MaxMin", "SolveStats", "make_network",
+           "ForwardStats", "MaxMin", "SolveStats", "make_network",
            "SpectralConv2d", "lipschitz_power", "lipschitz_ratio", "shifted_normal_solve"]

@@ -18,15 +18,63 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from jfb_core.config import BLURS, PADDINGS
 from jfb_core.errors import UserError
 from jfb_core.solvers import conjugate_gradient, inverse_iteration, power_iteration  # re-exported here
 
+PADDINGS = ("zeros", "circular", "reflect")  #: the blur's boundary condition
+
+
+@dataclass(frozen=True)
+class BlurSetting:
+    """A Gaussian blur: odd ``kernel_size``, standard deviation ``sigma`` in pixels."""
+
+    kernel_size: int
+    sigma: float
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise UserError(f"kernel_size must be a positive odd integer, got {self.kernel_size}")
+        if not self.sigma > 0:
+            raise UserError(f"sigma must be positive, got {self.sigma}")
+
+
+#: The three blur settings met in the paper and in the work its Table 2 quotes.
+BLURS: dict[str, BlurSetting] = {
+    # Section 5.1 (training, Fig. 1, Table 1): 5x5 kernel, variance 1.
+    "5x5_s1": BlurSetting(5, 1.0, "5x5 kernel, sigma = 1 (paper Sec. 5.1, training)"),
+    # Section 5.2 (Table 2 comparison): 9x9 kernel, variance 5, i.e. sigma = sqrt(5).
+    "9x9_var5": BlurSetting(9, math.sqrt(5.0), "9x9 kernel, variance 5 (paper Sec. 5.2, Table 2)"),
+    # Gilton et al.'s public code, whose numbers Table 2 quotes: 5x5 kernel, sigma = 5.
+    "5x5_s5": BlurSetting(5, 5.0, "5x5 kernel, sigma = 5 (Gilton et al.'s code)"),
+}
+
+
+@runtime_checkable
+class LinearOperator(Protocol):
+    """What the models, baselines and data need of a forward operator ``A`` (a
+    :class:`GaussianBlur` is one): applying it, its adjoint, the normal operator
+    ``A^T A``, the proximal solve ``(A^T A + rho I)^{-1} r`` of the data term, bounds on
+    the spectrum of ``A^T A``, and its boundary condition."""
+
+    padding: str
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor: ...
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def shifted_normal_solve(self, r: torch.Tensor, rho: torch.Tensor | float, x0: torch.Tensor | None = None,
+                             tol: float = 1e-5, max_iter: int = 300) -> torch.Tensor: ...
+
+    def eigenvalue_bounds(self, height: int, width: int) -> "Spectrum": ...
 
 
 def gaussian_kernel1d(kernel_size: int, sigma: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -320,13 +368,13 @@ def add_noise(y: torch.Tensor, std: float, seed: int | None = None,
 
 
 def blur_from_setting(name: str, channels: int = 3, padding: str = "zeros") -> GaussianBlur:
-    """The blur of a named setting of :data:`jfb_core.config.BLURS` (e.g. ``"5x5_s1"``)."""
+    """The blur of a named setting of :data:`BLURS` (e.g. ``"5x5_s1"``)."""
     if name not in BLURS:
         raise UserError(f"unknown blur setting {name!r}; choose one of {sorted(BLURS)}")
     b = BLURS[name]
     return GaussianBlur(b.kernel_size, b.sigma, channels=channels, padding=padding)
 
 
-__all__ = ["GaussianBlur", "PADDINGS", "Spectrum", "add_noise", "blur_from_setting", "shifted_normal_solve",
+__all__ = ["BLURS", "BlurSetting", "GaussianBlur", "LinearOperator", "PADDINGS", "Spectrum", "add_noise", "blur_from_setting", "shifted_normal_solve",
            "conjugate_gradient", "gaussian_kernel1d", "gaussian_kernel2d", "inverse_iteration",
            "power_iteration"]

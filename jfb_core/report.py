@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import UserError
+from jfb_core.errors import UserError
 
 
 class MismatchedEvaluations(UserError):

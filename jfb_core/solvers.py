@@ -8,14 +8,17 @@ return a :class:`SolverResult`.
 
 Residual
     Per sample, relative: ``r(z) = ||f(z) - z|| / ||f(z)||`` (the denominator is
-    guarded against zero). A sample has converged when ``r(z) <= tol``.
+    guarded against zero), or ``||f(z) - z|| / scale`` for a fixed per-sample ``scale``
+    when one is given (IFT's adjoint measures against ``||g||``). A sample has converged
+    when ``r(z) <= tol``.
 Stopping
     Per sample: a converged sample stops changing while the others continue.
     The solver returns, for every sample, the iterate with the lowest residual
     seen, and says whether it met the tolerance.
 Gradients
     No autograd graph is built: the solvers run under ``torch.no_grad()``.
-    Attaching gradients to a fixed point is the job of :mod:`jfb_core.models`.
+    Attaching gradients to a fixed point is the job of :mod:`jfb_core.gradients`, which
+    solves IFT's adjoint equation with these same solvers.
 """
 
 from __future__ import annotations
@@ -69,11 +72,12 @@ class SolverResult:
         return float(self.converged.float().mean())
 
 
-def relative_residual(fz: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``||f(z) - z|| / ||f(z)||`` per sample (flattened), guarded against ``f(z) = 0``."""
+def relative_residual(fz: torch.Tensor, z: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """``||f(z) - z|| / ||f(z)||`` per sample (flattened), guarded against ``f(z) = 0``;
+    ``||f(z) - z|| / scale`` when a per-sample ``scale`` is given."""
     num = (fz - z).flatten(1).norm(dim=1)
-    den = fz.flatten(1).norm(dim=1).clamp_min(torch.finfo(fz.dtype).tiny)
-    return num / den
+    den = fz.flatten(1).norm(dim=1) if scale is None else scale
+    return num / den.clamp_min(torch.finfo(fz.dtype).tiny)
 
 
 def _check(z0: torch.Tensor, tol: float, max_iter: int, kwargs: dict) -> None:
@@ -120,7 +124,8 @@ class _Tracker:
 
 
 @torch.no_grad()
-def fixed_point(f: Map, z0: torch.Tensor, tol: float = 1e-3, max_iter: int = 100, **kwargs) -> SolverResult:
+def fixed_point(f: Map, z0: torch.Tensor, tol: float = 1e-3, max_iter: int = 100, scale: torch.Tensor | None = None,
+                **kwargs) -> SolverResult:
     """Plain fixed-point iteration ``z_{k+1} = f(z_k)``, per-sample stopping.
 
     Converges linearly, with rate the Lipschitz constant of ``f``, when ``f`` is a
@@ -135,7 +140,7 @@ def fixed_point(f: Map, z0: torch.Tensor, tol: float = 1e-3, max_iter: int = 100
     for k in range(max_iter + 1):
         fz = _eval(f, z, shape)
         nfe += 1
-        track.update(z, relative_residual(fz, z))
+        track.update(z, relative_residual(fz, z, scale))
         if k == max_iter or not bool(track.active.any()):
             break
         track.iterations += track.active.long()
@@ -145,7 +150,7 @@ def fixed_point(f: Map, z0: torch.Tensor, tol: float = 1e-3, max_iter: int = 100
 
 @torch.no_grad()
 def anderson(f: Map, z0: torch.Tensor, m: int = 5, lam: float = 1e-4, beta: float = 1.0,
-             tol: float = 1e-3, max_iter: int = 50, **kwargs) -> SolverResult:
+             tol: float = 1e-3, max_iter: int = 50, scale: torch.Tensor | None = None, **kwargs) -> SolverResult:
     """Anderson acceleration (Algorithm 3.1; Walker and Ni 2011), batched, per-sample stopping.
 
     With the current iterate and the ``m_k = min(m, k)`` before it (``m_k + 1``
@@ -179,7 +184,7 @@ def anderson(f: Map, z0: torch.Tensor, m: int = 5, lam: float = 1e-4, beta: floa
     fallbacks = 0
     fx = _eval(f, x, shape)
     nfe = 1
-    track.update(x, relative_residual(fx, x))
+    track.update(x, relative_residual(fx, x, scale))
     X[:, 0], F[:, 0] = x, fx
     last = 0  # slot of the newest iterate
     for k in range(1, max_iter + 1):
@@ -189,11 +194,11 @@ def anderson(f: Map, z0: torch.Tensor, m: int = 5, lam: float = 1e-4, beta: floa
         mk = min(k, cols)  # columns available: x^0 .. x^(k-1), at most m + 1
         G = (F[:, :mk] - X[:, :mk]).double()
         gram = G @ G.transpose(1, 2)  # (b, mk, mk)
-        scale = gram.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(1e-300)
+        gram_scale = gram.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(1e-300)
         kkt = torch.zeros(b, mk + 1, mk + 1, dtype=torch.float64, device=x.device)
         kkt[:, 0, 1:] = 1.0
         kkt[:, 1:, 0] = 1.0
-        kkt[:, 1:, 1:] = gram + (lam * scale).view(b, 1, 1) * torch.eye(mk, dtype=torch.float64, device=x.device)
+        kkt[:, 1:, 1:] = gram + (lam * gram_scale).view(b, 1, 1) * torch.eye(mk, dtype=torch.float64, device=x.device)
         rhs = torch.zeros(b, mk + 1, dtype=torch.float64, device=x.device)
         rhs[:, 0] = 1.0
         sol, info = torch.linalg.solve_ex(kkt, rhs)
@@ -209,7 +214,7 @@ def anderson(f: Map, z0: torch.Tensor, m: int = 5, lam: float = 1e-4, beta: floa
         x_new = torch.where(track.active.unsqueeze(1), x_new, track.best)
         fx_new = _eval(f, x_new, shape)
         nfe += 1
-        track.update(x_new, relative_residual(fx_new, x_new))
+        track.update(x_new, relative_residual(fx_new, x_new, scale))
         last = k % cols
         X[:, last], F[:, last] = x_new, fx_new
     return track.result(shape, nfe, fallbacks)

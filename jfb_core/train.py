@@ -44,7 +44,8 @@ import torch
 from jfb_core.config import Preset
 from jfb_core.data import bundled_images, load_cache, measure
 from jfb_core.errors import BadCheckpoint, RunLocked, UserError
-from jfb_core.config import GRAD_MODES, IFT_SOLVERS
+from jfb_core.config import GRAD_MODES
+from jfb_core.gradients import Backward, make_backward
 from jfb_core.metrics import psnr
 from jfb_core import models
 from jfb_core.models import DEGRAD
@@ -85,26 +86,25 @@ class TrainOptions:
     max_seconds: float | None = None  # stop cleanly once this much training time is spent (a budget)
 
     def __post_init__(self) -> None:
-        if self.grad_mode not in GRAD_MODES:
-            raise UserError(f"grad_mode must be one of {GRAD_MODES}, got {self.grad_mode!r}")
-        if self.backward_solver not in IFT_SOLVERS:
-            raise UserError(f"backward_solver must be one of {IFT_SOLVERS}, got {self.backward_solver!r}")
+        for mode in GRAD_MODES:  # every backward option is checked by the strategy that uses it
+            self.backward(mode)
         if self.n_eval < 1:
             raise UserError(f"n_eval must be >= 1, got {self.n_eval}")
-        for name in ("eval_every", "checkpoint_every", "neumann_k"):
+        for name in ("eval_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0 (0: off), got {getattr(self, name)}")
-        for name in ("unroll_k", "backward_max_iter"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.backward_tol > 0:
-            raise UserError(f"backward_tol must be positive (a relative residual), got {self.backward_tol}")
         if self.max_steps is not None and self.max_steps < 1:
             raise UserError(f"max_steps must be >= 1 (or not given), got {self.max_steps}")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise UserError(f"max_seconds must be positive (or not given), got {self.max_seconds}")
         if not self.pretrain_noise >= 0:
             raise UserError(f"pretrain_noise must be >= 0, got {self.pretrain_noise}")
+
+    def backward(self, mode: str | None = None) -> Backward:
+        """The backward strategy of ``mode`` (default: ``grad_mode``) with these options."""
+        return make_backward(self.grad_mode if mode is None else mode, neumann_k=self.neumann_k,
+                             unroll_k=self.unroll_k, tol=self.backward_tol, max_iter=self.backward_max_iter,
+                             solver=self.backward_solver)
 
 
 class TrainingDiverged(RuntimeError):
@@ -153,10 +153,7 @@ def split_images(preset: Preset, options: TrainOptions, split: str, n: int | Non
 
 def build_model(preset: Preset, options: TrainOptions, device: str = "cpu") -> DEGRAD:
     """A fresh DE-GRAD for ``preset`` with the backward of ``options`` (:func:`jfb_core.models.build_model`)."""
-    return models.build_model(preset, device, grad_mode=options.grad_mode, neumann_k=options.neumann_k,
-                              unroll_k=options.unroll_k, backward_tol=options.backward_tol,
-                              backward_max_iter=options.backward_max_iter, backward_solver=options.backward_solver,
-                              channels_last=options.channels_last)
+    return models.build_model(preset, device, backward=options.backward(), channels_last=options.channels_last)
 
 
 def run_config(preset: Preset, options: TrainOptions) -> dict[str, Any]:
@@ -398,12 +395,12 @@ def evaluate_model(model, A, x: torch.Tensor, ids: list[int], noise_std: float, 
     for s in range(0, len(x), batch):
         xb = x[s:s + batch].to(device)
         d = measure(A, xb, noise_std, seed=seed, indices=ids[s:s + batch])
-        out = model(d)
+        out, stats = model.run(d)
         losses += ((out - xb) ** 2).flatten(1).mean(1).tolist()
         psnrs += psnr(out, xb, data_range=1.0).flatten().tolist()
-        if model.grad_mode != "unrolled":
-            iters += model.last_stats.iterations
-            conv.append(model.last_stats.converged_fraction * len(xb))
+        if stats.solve is not None:
+            iters += stats.solve.iterations
+            conv.append(stats.solve.converged_fraction * len(xb))
     return {"loss": sum(losses) / len(losses), "psnr": sum(psnrs) / len(psnrs),
             "iterations": sum(iters) / len(iters) if iters else None,
             "converged_fraction": sum(conv) / len(x) if conv else None}
@@ -643,9 +640,9 @@ def _train_epoch(state: RunState, net, preset: Preset, options: TrainOptions, da
         xb = x_train[idx].to(device)
         d = measure(model.A, xb, preset.noise_std, seed=preset.seed, indices=[id_train[i] for i in idx])
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=options.amp and device.startswith("cuda")):
-            out = net(d)
+            out, stats = net(d, return_stats=True)
         loss = ((out.float() - xb) ** 2).mean()
-        conv = model.last_stats.converged_fraction if options.grad_mode != "unrolled" else None
+        conv = stats.solve.converged_fraction if stats.solve is not None else None
         why = state.guard.check(loss.item(), float(model.eta.detach()), float(model.rho.detach()), conv)
         if why:
             raise _diverged(state, why, out_dir, f"epoch {epoch + 1}, batch {b + 1}")
@@ -659,11 +656,11 @@ def _train_epoch(state: RunState, net, preset: Preset, options: TrainOptions, da
         sums["total"] += loss.item() * len(xb)
         sums["count"] += len(xb)
         sums["batch"] = b + 1
-        if options.grad_mode != "unrolled":
-            sums["iters"].append(sum(model.last_stats.iterations) / len(model.last_stats.iterations))
-            sums["biters"].append(model.last_backward.iterations)
-            if model.last_backward.residual:
-                sums["bres"].append(max(model.last_backward.residual))
+        if stats.solve is not None:  # the backward statistics were filled in by loss.backward()
+            sums["iters"].append(sum(stats.solve.iterations) / len(stats.solve.iterations))
+            sums["biters"].append(stats.backward.iterations)
+            if stats.backward.residual:
+                sums["bres"].append(max(stats.backward.residual))
         if progress and rank == 0:
             progress({"phase": "train", "epoch": epoch + 1, "epochs": preset.epochs, "batch": b + 1,
                       "batches": len(batches), "loss": loss.item(), "eta": float(model.eta.detach()),

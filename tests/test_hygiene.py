@@ -145,4 +145,13 @@ def test_the_library_import_graph_has_no_cycle():
 
     for name in sorted(graph):
         visit(name, [])
-    assert graph["config"] <= {"errors"}  # the choices everyone imports depend on nothing else
+    # the package docstring lists every module bottom-up: each imports only modules above it
+    import jfb_core
+
+    listed = re.findall(r"^``(\w+)``", jfb_core.__doc__, flags=re.M)
+    assert sorted(listed) == sorted(p.stem for p in LIBRARY if not p.stem.startswith("__"))
+    for i, name in enumerate(listed):
+        assert graph[name] <= set(listed[:i]), f"{name} imports {graph[name] - set(listed[:i])}, listed below it"
+    # the choices everyone imports sit low: config needs only the blur (for Preset.blur_operator)
+    assert graph["config"] <= {"errors", "operators"} and graph["operators"] <= {"errors", "solvers"}
+    assert graph["solvers"] <= {"errors"}

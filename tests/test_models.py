@@ -75,8 +75,8 @@ def test_default_T_is_a_contraction(seed):
 def test_forward_reaches_the_fixed_point_and_keeps_one_application_of_T():
     model = _degrad().train()
     d = torch.rand(3, 3, 16, 16, dtype=torch.float64)
-    out = model(d)
-    stats = model.last_stats
+    out, run = model.run(d)
+    stats = run.solve
     assert stats.converged_fraction == 1.0 and max(stats.residual) <= model.tol
     # the output is T(z*) and z* satisfies ||T(z*) - z*|| <= tol ||T(z*)||
     with torch.no_grad():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from jfb_core.operators import (GaussianBlur, PADDINGS, add_noise, blur_from_setting,
+from jfb_core.operators import (BLURS, GaussianBlur, LinearOperator, PADDINGS, add_noise, blur_from_setting,
                                 conjugate_gradient, gaussian_kernel2d, inverse_iteration,
                                 power_iteration)
 
@@ -28,6 +28,32 @@ def test_adjoint_identity_float64(padding, k):
     lhs = (A(x) * y).sum()
     rhs = (x * A.adjoint(y)).sum()
     assert abs(lhs - rhs) <= 1e-12 * abs(lhs)
+
+
+def _ip(a, b):
+    return float((a * b).sum())
+
+
+@pytest.mark.parametrize("padding", PADDINGS)
+@pytest.mark.parametrize("name", sorted(BLURS))
+def test_every_operator_meets_the_linear_operator_protocol(name, padding):
+    """For every named blur and boundary condition: a LinearOperator whose adjoint is exact,
+    whose normal operator is symmetric with its spectrum inside the stated bounds, and whose
+    proximal solve inverts A^T A + rho I (and is symmetric, as that inverse is)."""
+    A = blur_from_setting(name, padding=padding)
+    assert isinstance(A, LinearOperator) and A.padding == padding
+    g = torch.Generator().manual_seed(len(name) + len(padding))
+    x, y = (torch.randn(2, 3, 12, 10, generator=g, dtype=torch.float64) for _ in range(2))
+    assert abs(_ip(A(x), y) - _ip(x, A.adjoint(y))) <= 1e-12 * abs(_ip(A(x), y))
+    assert abs(_ip(A.normal(x), y) - _ip(x, A.normal(y))) <= 1e-12 * abs(_ip(A.normal(x), y))
+    spec = A.eigenvalue_bounds(12, 10)
+    rayleigh = (A.normal(x) * x).flatten(1).sum(1) / (x * x).flatten(1).sum(1)
+    assert bool((rayleigh >= spec.mu * (1 - 1e-9)).all() and (rayleigh <= spec.L * (1 + 1e-9)).all())
+    rho = 0.3
+    sx = A.shifted_normal_solve(x, rho, tol=1e-13, max_iter=2000)
+    torch.testing.assert_close(A.normal(sx) + rho * sx, x, rtol=0, atol=1e-10)
+    sy = A.shifted_normal_solve(y, rho, tol=1e-13, max_iter=2000)
+    assert abs(_ip(sx, y) - _ip(x, sy)) <= 1e-9 * abs(_ip(sx, y))
 
 
 @pytest.mark.parametrize("padding", PADDINGS)

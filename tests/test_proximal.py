@@ -86,8 +86,9 @@ def test_proximal_and_gradient_steps_share_their_fixed_point(skip):
     grad = _model("gradient", rho=0.5, skip=skip).eval()
     grad.load_state_dict(prox.state_dict())
     d = torch.rand(2, 3, 12, 12, dtype=F64)
-    z_p, z_g = prox.solve(d).z, grad.solve(d).z
-    assert prox.last_stats.converged_fraction == 1.0
+    r_p = prox.solve(d)
+    z_p, z_g = r_p.z, grad.solve(d).z
+    assert r_p.converged_fraction == 1.0
     torch.testing.assert_close(z_p, z_g, rtol=1e-7, atol=1e-8)
     # and it solves the equilibrium equation A^T (A z - d) + rho (z - f(z)) = 0
     with torch.no_grad():
@@ -143,7 +144,7 @@ def test_ift_gradient_of_the_proximal_fixed_point_matches_finite_differences():
     # loss(z_star(rho)): the implicit gradient through the solve's own backward, against
     # central differences of two tight solves
     model = _model("proximal", rho=0.3, seed=2)
-    model.grad_mode, model.backward_tol, model.backward_max_iter = "ift", 1e-12, 2000
+    model.set_backward("ift", tol=1e-12, max_iter=2000)
     model.eval()
     d = torch.rand(1, 3, 10, 10, dtype=F64)
     target = torch.rand(1, 3, 10, 10, dtype=F64)

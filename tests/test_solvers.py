@@ -125,3 +125,17 @@ def test_dispatch_and_bad_arguments():
         anderson(f, torch.ones(1, 2), m=0)
     with pytest.raises(ValueError):
         fixed_point(f, torch.ones(1, 2), tol=0)
+
+
+@pytest.mark.parametrize("solver", SOLVERS, ids=lambda s: s.__name__)
+def test_a_given_scale_replaces_the_residual_denominator(solver):
+    # with scale = ||b|| the stopping rule is ||f(z) - z|| <= tol ||b||, checked per sample
+    f, z_star, _, b = _linear_problem(rho=0.8)
+    scale = b.norm(dim=1)
+    r = solver(f, torch.zeros_like(z_star), tol=1e-9, max_iter=500, scale=scale)
+    torch.testing.assert_close(r.residual, (f(r.z) - r.z).norm(dim=1) / scale, rtol=1e-10, atol=0)
+    assert r.converged.all() and float(r.residual.max()) <= 1e-9
+    torch.testing.assert_close(relative_residual(f(r.z), r.z, scale), r.residual, rtol=0, atol=0)
+    # a scale 1e6 times larger stops far earlier: the rule really uses it
+    loose = solver(f, torch.zeros_like(z_star), tol=1e-9, max_iter=500, scale=1e6 * scale)
+    assert loose.nfe < r.nfe

@@ -405,8 +405,8 @@ def test_every_committed_checkpoint_loads_safely_and_reconstructs(path):
     x = bundled_images("test", ckpt["config"]["image_size"], n=2, seed=0)
     d = measure(model.A, x, ckpt["config"]["noise_std"], seed=1, indices=[0, 1])
     with torch.no_grad():
-        out = model(d)
-    assert model.last_stats.converged_fraction == 1.0
+        out, stats = model.run(d)
+    assert stats.solve.converged_fraction == 1.0
     # (the rho = 1 run is chapter 6's counter-example: it gains least, about half a dB here)
     assert float(psnr(out, x, data_range=1.0).mean()) > float(psnr(d, x, data_range=1.0).mean()) + 0.25
 
