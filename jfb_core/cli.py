@@ -19,7 +19,7 @@ import torch
 
 from jfb_core import bench
 from jfb_core.config import (ACTIVATIONS, ARCHS, BLURS, DATA_STEPS, get_preset, GRAD_MODES, IFT_SOLVERS,
-    PADDINGS, PRESETS)
+    PADDINGS, Preset, PRESETS)
 from jfb_core.data import bundled_images, CelebAFolder, prepare_celeba, readable_batches
 from jfb_core.errors import UserError
 from jfb_core.evaluate import (CLASSICAL_METHODS, ClassicalSettings, degrad_method, evaluate_classical, format_weight,
@@ -501,9 +501,11 @@ def _add_train_arguments(tr: argparse.ArgumentParser) -> None:
                          "with pretraining, its denoiser is fine-tuned first; recorded in the run's log")
     tr.add_argument("--device", default=None, help="cpu or cuda (default: the preset's)")
     tr.add_argument("--size", type=_positive_int, default=None, help="image side (default: the preset's)")
-    for name in TRAIN_OVERRIDES:
-        kind = str if name == "blur" else (float if name in ("lr", "eta", "tol", "lipschitz", "rho") else int)
-        tr.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"override the preset's {name}")
+    field_types = {f.name: f.type for f in dataclasses.fields(Preset)}  # "int", "float", "str"
+    for name in TRAIN_OVERRIDES:  # one flag per overridable Preset field, typed as the field
+        kind = {"int": int, "float": float, "str": str}[field_types[name]]
+        tr.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"override the preset's {name}",
+                        **({"choices": sorted(BLURS)} if name == "blur" else {}))
     tr.add_argument("--data-step", choices=DATA_STEPS, default=None,
                     help="DE-GRAD's explicit data step (eq. 3.5) or the exact (proximal) one of chapter 6; "
                          "default: the preset's")
