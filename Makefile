@@ -265,12 +265,12 @@ tv128: $(STAMP)
 	@test -n "$(CELEBA)" || (echo "usage: make tv128 CELEBA=/path/to/celeba"; exit 2)
 	$(BIN)/python -m jfb_core evaluate $(TVTUNE) --blur 9x9_var5 --tv-grid 2.5e-4,5e-4,1e-3,2e-3,4e-3 \
 	  --tv-delta 0.01,0.02,0.05,0.1 --out results/baselines/celeba-paper-test_9x9_var5_tv-tuned.json
-	$(BIN)/python -m jfb_core evaluate $(TVTUNE) --blur 5x5_s1 --tv-grid 5e-4,1e-3,2e-3,4e-3 --tv-delta 0.02,0.05,0.1 \
-	  --limit 500 --out results/baselines/celeba-paper-test_5x5_s1_tv-tuned.json
-	$(BIN)/python -m jfb_core evaluate $(TVTUNE) --blur 5x5_s5 --tv-grid 5e-4,1e-3,2e-3 --tv-delta 0.02,0.05,0.1 \
-	  --limit 500 --out results/baselines/celeba-paper-test_5x5_s5_tv-tuned.json
-	$(BIN)/python -m jfb_core evaluate $(TVTUNE) --blur 5x5_s1 --size 64 --tv-grid 5e-4,1e-3,2e-3 \
-	  --tv-delta 0.02,0.05,0.1 --out results/baselines/celeba-paper-test_5x5_s1_tv-tuned_64px.json
+	$(BIN)/python -m jfb_core evaluate $(TVTUNE) --blur 5x5_s1 --tv-grid 5e-4,1e-3,2e-3,4e-3,8e-3 \
+	  --tv-delta 0.02,0.05,0.1,0.2 --limit 500 --out results/baselines/celeba-paper-test_5x5_s1_tv-tuned.json
+	$(BIN)/python -m jfb_core evaluate $(TVTUNE) --blur 5x5_s5 --tv-grid 5e-4,1e-3,2e-3,4e-3,8e-3 \
+	  --tv-delta 0.02,0.05,0.1 --limit 500 --out results/baselines/celeba-paper-test_5x5_s5_tv-tuned.json
+	$(BIN)/python -m jfb_core evaluate $(TVTUNE) --blur 5x5_s1 --size 64 --tv-grid 5e-4,1e-3,2e-3,4e-3 \
+	  --tv-delta 0.02,0.05,0.1,0.2 --out results/baselines/celeba-paper-test_5x5_s1_tv-tuned_64px.json
 	$(BIN)/python -m jfb_core evaluate --preset paper --data "$(CELEBA)" --blur 9x9_var5 --n-val 16 --methods tv,tv_exact \
 	  --tv-grid 1e-3 --tv-delta 0.05 --tv-exact-grid 3e-4,5e-4 --limit 50 \
 	  --out results/baselines/celeba-paper-test_9x9_var5_tv-exact.json
