@@ -190,7 +190,7 @@ print(f"operator norm on 64x64 images (power iteration): {box_conv.certify((64, 
 # convolution $W$ (zero padding, stride 1) as an operator on images of one size is
 # found by power iteration on $W^\top W$; $W^\top$ is the transposed convolution, so
 # the iteration never forms a matrix. A network of three such convolutions, each
-# divided by $\max(1, \|W_\ell\|/b)$ with $b = 0.9^{1/3}$, with ReLU between them, is at most
+# divided by $\max(1, \|W_\ell\|/\beta)$ with $\beta = 0.9^{1/3}$, with ReLU between them, is at most
 # $0.9$-Lipschitz. And $T_\Theta$ is (3.5) with $S_\Theta = I - f_\Theta$:
 
 # %%
@@ -208,7 +208,7 @@ def conv_norm(weight, size, iters=500):
 
 
 class SmallF(torch.nn.Module):
-    """f(x) = W3 relu(W2 relu(W1 x + b1) + b2) + b3, each W_l divided by max(1, ||W_l|| / b)."""
+    """f(x) = W3 relu(W2 relu(W1 x + b1) + b2) + b3, each W_l divided by max(1, ||W_l|| / beta)."""
 
     def __init__(self, width=16, lipschitz=0.9, size=(size, size)):
         super().__init__()
@@ -216,13 +216,13 @@ class SmallF(torch.nn.Module):
         self.weights = torch.nn.ParameterList(
             torch.nn.Parameter(0.2 * torch.randn(o, i, 3, 3, dtype=torch.float64)) for o, i in shapes)
         self.biases = torch.nn.ParameterList(torch.nn.Parameter(torch.zeros(o, dtype=torch.float64)) for o, _ in shapes)
-        self.b = lipschitz ** (1 / 3)
+        self.beta = lipschitz ** (1 / 3)  # the bound per layer
         with torch.no_grad():
             self.norms = [conv_norm(w, size) for w in self.weights]
 
     def forward(self, x):
         for k, (w, bias, norm) in enumerate(zip(self.weights, self.biases, self.norms)):
-            x = F.conv2d(x, w / max(1.0, norm / self.b), bias, padding=1)
+            x = F.conv2d(x, w / max(1.0, norm / self.beta), bias, padding=1)
             x = torch.relu(x) if k < 2 else x
         return x
 

@@ -194,7 +194,7 @@ def cos(a, b):
 
 
 lib = {s: param_grad(like(model_t, "ift", solver=s), d_t, x_t) for s in ("fixed_point", "anderson", "cg_normal")}
-print(f"n = {n} unknowns, p = {truth.numel()} parameters, ||J||_2 = {torch.linalg.matrix_norm(J, 2):.3f}")
+print(f"n = {n} unknowns, {truth.numel()} parameters, ||J||_2 = {torch.linalg.matrix_norm(J, 2):.3f}")
 print(f"{'gradient':<44} {'rel. error':>11} {'cosine':>8}")
 for name, grad in [("library IFT, fixed-point adjoint solve", lib["fixed_point"]),
                    ("library IFT, Anderson adjoint solve", lib["anderson"]),
@@ -360,7 +360,7 @@ print("unrolled errors:", " ".join(f"{e:.1e}" for e in err_unrolled))
 # 1. $T_\Theta$ is a **contraction** in $x$ with factor $\gamma < 1$ (chapter 4 certifies
 #    this for DE-GRAD);
 # 2. $MM^\top$ is **invertible**: $M$ has full row rank, which needs at least as many
-#    parameters as unknowns, $p \ge n$;
+#    parameters as unknowns, $N_\theta \ge n$;
 # 3. $MM^\top$ is **well conditioned** relative to the contraction:
 #    $\kappa(MM^\top) < 1/\gamma$.
 #
@@ -520,19 +520,19 @@ plt.show()
 # is linear: $T_\theta(x) = Jx + M\theta$ with $\|J\| = \gamma$ and a loss with gradient $g$ at the
 # fixed point, so that $\nabla\ell = M^\top(I - J)^{-\top}g$ and JFB's direction is $M^\top g$. The
 # cell draws random problems with $n = 60$ unknowns, $J = \gamma Q$ for a random orthogonal
-# $Q$ (a contraction that rotates), and $M$ with $p = 120$ parameters and singular values
-# spaced from 1 down to $1/\mathrm{cond}(M)$, or with only $p = 20$ parameters (then
+# $Q$ (a contraction that rotates), and $M$ with $N_\theta = 120$ parameters and singular values
+# spaced from 1 down to $1/\mathrm{cond}(M)$, or with only $N_\theta = 20$ parameters (then
 # $MM^\top$ is singular), and counts how often JFB descends.
 
 # %%
-def jfb_on_linear_problems(gamma, p, cond_m, trials=400, n=60, seed=0):
+def jfb_on_linear_problems(gamma, n_theta, cond_m, trials=400, n=60, seed=0):
     """Fraction of random linear fixed-point problems on which JFB descends, and the median cosine."""
     g = torch.Generator().manual_seed(seed)
     orth = lambda r, c: torch.linalg.qr(torch.randn(r, c, generator=g, dtype=torch.float64))[0]  # noqa: E731
-    r, cosines = min(n, p), []
+    r, cosines = min(n, n_theta), []
     for _ in range(trials):
         J_lin = gamma * orth(n, n)
-        M_lin = orth(n, r) @ torch.diag(torch.logspace(0, -np.log10(cond_m), r, dtype=torch.float64)) @ orth(p, r).T
+        M_lin = orth(n, r) @ torch.diag(torch.logspace(0, -np.log10(cond_m), r, dtype=torch.float64)) @ orth(n_theta, r).T
         g_lin = torch.randn(n, generator=g, dtype=torch.float64)
         true = M_lin.T @ torch.linalg.solve((torch.eye(n, dtype=torch.float64) - J_lin).T, g_lin)
         cosines.append(cos(M_lin.T @ g_lin, true))
@@ -540,12 +540,12 @@ def jfb_on_linear_problems(gamma, p, cond_m, trials=400, n=60, seed=0):
     return float(np.mean(cosines > 0)), float(np.median(cosines))
 
 
-print(f"{'gamma':>6} {'p':>4} {'cond(M)':>8} {'conditions 2-3 hold':>20} {'JFB descends':>13} {'median cosine':>14}")
+print(f"{'gamma':>6} {'N_theta':>7} {'cond(M)':>8} {'conditions 2-3 hold':>20} {'JFB descends':>13} {'median cosine':>14}")
 for gamma in (0.5, 0.9, 0.99):
-    for p_lin, cond_m in ((120, 1.0), (120, 10.0), (20, 1.0)):
-        frac, med = jfb_on_linear_problems(gamma, p_lin, cond_m)
-        holds = p_lin >= 60 and cond_m**2 <= 1 / gamma
-        print(f"{gamma:6.2f} {p_lin:4d} {cond_m:8g} {str(holds):>20} {frac:13.1%} {med:14.3f}")
+    for n_lin, cond_m in ((120, 1.0), (120, 10.0), (20, 1.0)):
+        frac, med = jfb_on_linear_problems(gamma, n_lin, cond_m)
+        holds = n_lin >= 60 and cond_m**2 <= 1 / gamma
+        print(f"{gamma:6.2f} {n_lin:7d} {cond_m:8g} {str(holds):>20} {frac:13.1%} {med:14.3f}")
 
 # %% [markdown]
 # Where the conditions hold JFB always descends, as the theorem says, although at
