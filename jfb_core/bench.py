@@ -241,7 +241,7 @@ def plot_backward_comparison(results: dict[str, dict], figsize: tuple[float, flo
         raise ValueError("plot_backward_comparison needs at least one result")
     fig = Figure(figsize=figsize, layout="constrained")
     ax1, ax2, ax3 = fig.subplots(1, 3)
-    colours = {"jfb": "C0", "ift_cg": "C1", "ift_fp": "C2", "neumann": "C3"}
+    colours = {"jfb": "C0", "ift_cg": "C1", "ift_fp": "C2", "neumann": "C3", "ift_aa": "C4"}
     styles = ["o-", "s--", "^:", "d-."]
     for (label, res), style in zip(results.items(), styles):
         sizes = [r["size"] for r in res["rows"]]
@@ -269,6 +269,7 @@ BACKWARD_METHODS = {
     "jfb": ("jfb", "fixed_point", "JFB (eq. 4.1)"),
     "ift_cg": ("ift", "cg_normal", "IFT, CG on the normal equations (the paper's route)"),
     "ift_fp": ("ift", "fixed_point", "IFT, fixed-point iteration on the adjoint equation"),
+    "ift_aa": ("ift", "anderson", "IFT, Anderson acceleration on the adjoint equation"),
     "neumann": ("neumann", "fixed_point", "Neumann series, k extra terms (eq. 4.2)"),
 }
 

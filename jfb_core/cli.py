@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import torch
 
 from jfb_core import bench
+from jfb_core.bench import BACKWARD_METHODS
 from jfb_core.config import (ACTIVATIONS, ARCHS, BLURS, DATA_STEPS, get_preset, GRAD_MODES, IFT_SOLVERS,
     PADDINGS, Preset, PRESETS)
 from jfb_core.data import bundled_images, CelebAFolder, prepare_celeba, readable_batches
@@ -630,7 +631,7 @@ def _add_bench_subcommands(bench: argparse.ArgumentParser) -> None:
         if name == "backward":
             bp.add_argument("--sizes", default=None, help="comma-separated image sides (default: the preset's)")
             bp.add_argument("--methods", default="jfb,ift_cg,ift_fp",
-                            help="comma-separated methods among jfb, ift_cg, ift_fp, neumann")
+                            help="comma-separated methods among " + ", ".join(BACKWARD_METHODS))
             bp.add_argument("--forward-iters", type=_positive_int, default=20,
                             help="Anderson iterations of every forward solve (the same for all methods)")
             bp.add_argument("--backward-tol", type=_positive_float, default=1e-4,

@@ -49,7 +49,7 @@ def test_bench_solvers_reports_both_solvers_at_the_same_tolerance():
 def test_bench_backward_runs_every_method_with_the_same_forward_work():
     preset = get_preset("fast", depth=3, width=4)
     r = bench_backward(preset, sizes=(8, 16), batch=2, repeats=2, warmup=1, forward_iters=6,
-                       methods=("jfb", "ift_cg", "ift_fp", "neumann"), backward_tol=1e-6, neumann_k=3)
+                       methods=("jfb", "ift_cg", "ift_fp", "ift_aa", "neumann"), backward_tol=1e-6, neumann_k=3)
     assert [row["size"] for row in r["rows"]] == [8, 16]
     for row in r["rows"]:
         ms = row["methods"]
@@ -57,6 +57,7 @@ def test_bench_backward_runs_every_method_with_the_same_forward_work():
         assert ms["jfb"]["backward_iterations_median"] == 0
         assert ms["neumann"]["backward_iterations_median"] == 3
         assert ms["ift_cg"]["backward_iterations_median"] > 0 and ms["ift_fp"]["backward_iterations_median"] > 1
+        assert ms["ift_aa"]["backward_iterations_median"] > 1
         for m in ms.values():
             assert len(m["samples"]["step"]) == 2
             parts = m["forward_median"] + m["backward_median"] + m["optimizer_median"]
