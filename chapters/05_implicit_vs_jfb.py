@@ -482,8 +482,9 @@ etas = np.array([r["eta"] for r in rows])
 for lip, mk in ((0.5, "o"), (0.99, "x")):
     sel = [r for r in rows if r["lip"] == lip]
     axes[0].plot([r["eta"] for r in sel], [r["ratio"] for r in sel], mk, ms=8, label=f"Lip$(f)$ = {lip}")
-    axes[1].plot([r["eta"] for r in sel], [r["ift_iters"] for r in sel], mk, ms=8, label=f"plain, Lip$(f)$ = {lip}")
-    axes[1].plot([r["eta"] for r in sel], [r["anderson_iters"] for r in sel], mk, ms=8, mfc="none",
+    axes[1].plot([r["eta"] for r in sel], [r["ift_iters"] for r in sel], mk, ms=8, color="C0", mfc="none",
+                 label=f"plain iteration, Lip$(f)$ = {lip}")
+    axes[1].plot([r["eta"] for r in sel], [r["anderson_iters"] for r in sel], mk, ms=8, color="C3", mfc="none",
                  label=f"Anderson, Lip$(f)$ = {lip}")
 ee = np.linspace(etas.min(), etas.max(), 50)
 axes[0].fill_between(ee, ee, 2 * ee, color="grey", alpha=0.2, label="$[\\eta, 2\\eta]$")
