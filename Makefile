@@ -114,7 +114,7 @@ reproduce: $(STAMP)
 	  --out results/baselines/celeba-paper-test_5x5_s1_zeros_64px.json
 	$(BIN)/python -m jfb_core bench solvers --out results/bench/solvers_fast_cpu.json
 	$(BIN)/python -m jfb_core bench memory --out results/bench/memory_fast_cpu.json
-	$(BIN)/python -m jfb_core bench backward --out results/bench/backward_fast_cpu.json
+	$(BIN)/python -m jfb_core bench backward --methods jfb,ift_cg,ift_fp,ift_aa --repeats 15 --out results/bench/backward_fast_cpu.json
 	@test -z "$(CELEBA)" || $(BIN)/python -m jfb_core bench backward --preset paper --device cpu --sizes 16,32,64,96,128 \
 	  --batch 16 --repeats 3 --warmup 1 --threads 1 --data "$(CELEBA)" --out results/bench/backward_paper_cpu.json
 	$(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 64 --out "$(CACHE64)"
