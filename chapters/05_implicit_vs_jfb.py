@@ -101,7 +101,8 @@ print(f"preset {preset.name}: {preset.image_size}x{preset.image_size} images, ne
 # through $T_\Theta$. Two solvers:
 #
 # * **Fixed-point iteration** $w \leftarrow g + J^\top w$. It converges because
-#   $\|J^\top\| = \|J\| \le \gamma < 1$, with error $\gamma^k$ after $k$ products. It is also the
+#   $\|J^\top\| = \|J\| \le \gamma < 1$: started at $w = g$, its error after $k$ products is at most
+#   $\gamma^{k+1}\|g\|/(1 - \gamma)$. It is also the
 #   Neumann series (4.2) summed term by term.
 # * **Conjugate gradients on the normal equations**, the paper's choice (Section 5.3):
 #   multiply (3.10a) by $(I - J)$ to get the symmetric positive definite system
@@ -124,8 +125,9 @@ print(f"preset {preset.name}: {preset.image_size}x{preset.image_size} images, ne
 # `dldx_dTdx` is the vector-Jacobian product of $g$ with $\partial T_\Theta/\partial x$ alone,
 # $J^\top g$ in this chapter's notation, while its matrix-vector product uses `v - v_dRdu`,
 # that is $I - J$. The library computes $(I - J)g$ as `g - jvp(g)`
-# (`jfb_core.gradients.adjoint_solve_cg_normal`). Below, both versions are
-# compared with the truth, on a problem small enough to form $J$ densely.
+# (`jfb_core.gradients.adjoint_solve_cg_normal`). Below, the right-hand side $(I - J)g$, the
+# paper's $J^\top g$ and $Jg$ (the identity dropped, without the transpose) are each used in CG
+# on (3.10b) and compared with the truth, on a problem small enough to form $J$ densely.
 
 # %%
 def tiny_model(mode="ift", seed=0, **kw):
@@ -183,6 +185,8 @@ w_right, _ = conjugate_gradient(lambda v: normal(v.flatten()).view_as(v), ((I - 
                                 tol=1e-14, max_iter=1000)
 w_wrong, _ = conjugate_gradient(lambda v: normal(v.flatten()).view_as(v), (J @ g_vec).view(1, -1),
                                 tol=1e-14, max_iter=1000)
+w_paper, _ = conjugate_gradient(lambda v: normal(v.flatten()).view_as(v), (J.T @ g_vec).view(1, -1),
+                                tol=1e-14, max_iter=1000)
 
 
 def rel(a, b):
@@ -201,6 +205,7 @@ for name, grad in [("library IFT, fixed-point adjoint solve", lib["fixed_point"]
                    ("library IFT, CG on the normal equations", lib["cg_normal"]),
                    ("CG, right-hand side (I - J) g", grad_from_w(w_right.flatten())),
                    ("CG, right-hand side J g (identity dropped)", grad_from_w(w_wrong.flatten())),
+                   ("CG, right-hand side J^T g (paper's code)", grad_from_w(w_paper.flatten())),
                    ("JFB (eq. 4.1)", param_grad(like(model_t, "jfb"), d_t, x_t))]:
     err = rel(grad, truth)  # rounding-level errors are shown as a bound: their digits vary with the machine
     print(f"{name:<44} {'< 1e-12' if err < 1e-12 else f'{err:.2e}':>11} {cos(grad, truth):8.3f}")
@@ -208,24 +213,27 @@ assert max(rel(lib[s], truth) for s in lib) < 1e-12
 
 # %% [markdown]
 # All three library solvers agree with the dense solve to rounding error. The
-# right-hand side that drops the identity pays for a full linear solve and
-# returns a gradient that is off by about half its length, a larger error than
-# JFB's, which does no solve at all. Its direction happens to stay close to the
+# right-hand sides that drop the identity, the paper's $J^\top g$ and $Jg$, pay for a full
+# linear solve and return gradients that are off by about half their length, a larger error
+# than JFB's, which does no solve at all. (The two nearly coincide for DE-GRAD:
+# $J = I - \eta(A^\top A + I) + \eta\,\partial f_\Theta$ differs from $J^\top$ only through
+# $\eta\,(\partial f_\Theta - \partial f_\Theta^\top)$.) Their direction happens to stay close to the
 # true one here, for a reason the JFB section below explains (DE-GRAD's
 # Jacobian is dominated by a multiple of the identity). Exercise 2 shows what
-# the slip computes in general: the true adjoint with its sign *flipped*, plus
+# the slip $Jg$ computes in general: the true adjoint with its sign *flipped*, plus
 # a term that happens to dominate for DE-GRAD. Nothing in a training loop would
 # flag the error; only a comparison with an independent answer does. The test suite pins each of these
 # facts: `tests/test_gradients.py` checks the library's IFT against
-# `torch.autograd.gradcheck`, a dense solve (every solver, relative error
+# `torch.autograd.gradcheck` (with respect to the measurement), a dense solve (every solver, relative error
 # $\le 10^{-8}$) and 400 unrolled iterations ($\le 10^{-6}$), and it fails if the
 # right-hand side is changed to the one above.
 #
-# The adjoint equation is itself a fixed-point problem, $w = g + J^\top w$, with the
-# same contraction factor as the forward map (the norm of $J^\top$ is that of $J$). So
-# the library solves it with the forward pass's own solvers from chapter 3: plain
-# iteration, or Anderson acceleration, each sample stopping when
-# $\|(I - J)^\top w - g\| \le \text{tol}\,\|g\|$. What each route costs on the problem above,
+# The adjoint equation is itself a fixed-point problem, $w = g + J^\top w$, whose map is a
+# contraction with factor $\|J^\top\| = \|J\| \le \gamma$, and its asymptotic rate is the
+# spectral radius $r(J)$, the forward iteration's own. So the library solves it with the
+# solver functions of chapter 3 (`solvers.fixed_point`, or `solvers.anderson` with memory 5),
+# each sample stopping when $\|(I - J)^\top w - g\| \le \text{tol}\,\|g\|$ (CG stops on the
+# residual of (3.10b) instead, relative to $\|(I - J)g\|$). What each route costs on the problem above,
 # counted in products with $J^\top$ (a CG iteration on the normal equations costs two,
 # one with $J$ and one with $J^\top$):
 
@@ -235,6 +243,10 @@ for s in ("fixed_point", "anderson", "cg_normal"):
     what = "CG iterations" if s == "cg_normal" else "products with J^T"
     assert max(st.backward.residual) <= 1e-13
     print(f"IFT adjoint by {s:<12} {st.backward.iterations:4d} {what}, residual <= 1e-13")
+
+# %% [markdown]
+# Anderson acceleration needs well under half the products of plain iteration here; CG needs as
+# many iterations, but each costs a product with $J$ as well as one with $J^\top$.
 #
 # ### The backward pass, in a few lines
 #
@@ -355,7 +367,7 @@ print("unrolled errors:", " ".join(f"{e:.1e}" for e in err_unrolled))
 # because $u^\top MM^\top u \ge \lambda_{\min}\|u\|^2$ and $|u^\top J MM^\top u| \le \gamma\lambda_{\max}\|u\|^2$. This is the
 # content of Theorem 3.1 of {cite:t}`fung2022jfb`, to which the paper refers with
 # "more constraints on $T_\Theta$". In the column convention of this chapter
-# ($M$ is $n \times p$), its conditions read:
+# ($M$ is $n \times N_\theta$), its conditions read:
 #
 # 1. $T_\Theta$ is a **contraction** in $x$ with factor $\gamma < 1$ (chapter 4 certifies
 #    this for DE-GRAD);
@@ -381,7 +393,8 @@ print("unrolled errors:", " ".join(f"{e:.1e}" for e in err_unrolled))
 # The true adjoint is $u = \eta^{-1}(I + A^\top A - \partial f_\Theta)^{-\top} g$, and JFB uses
 # $g = (I - J)^\top u$ in its place. The substitution happens in image space, before
 # the multiplication by $M^\top$: with $B = I + A^\top A - \partial f_\Theta$, whose singular
-# values lie in $[1 + \mu - \epsilon,\ 1 + L + \epsilon]$ (Weyl's inequality),
+# values lie in $[1 + \mu - \epsilon,\ 1 + L + \epsilon]$ (Weyl's inequality; $\mu$ and $L$ are the extreme
+# eigenvalues of $A^\top A$ and $\epsilon$ the Lipschitz constant of $f_\Theta$, as in chapter 4),
 # $\|g\| / \|u\|$ lies between $\eta(1 + \mu - \epsilon)$ and $\eta(1 + L + \epsilon)$, and $g$ is close
 # to a multiple of $u$ where $g$ lives in directions on which $A^\top A$ and $\partial f_\Theta$
 # vary little (smooth image content, for which $A^\top A \approx I$). What that says about
@@ -396,7 +409,7 @@ print("unrolled errors:", " ".join(f"{e:.1e}" for e in err_unrolled))
 # algebra prices IFT: $\|J\| \approx 1 - \eta$, so the fixed-point adjoint solve needs about
 # $\log(\text{tol}) / \log(1 - \eta)$ products by plain iteration. That is few for
 # $\eta = 0.4$ and about $10^4$ for the paper's $\eta = 10^{-3}$; Anderson acceleration
-# on the adjoint equation cuts the count for small $\eta$, as the table below shows.
+# on the adjoint equation cuts the count for small $\eta$ (measured below down to $\eta = 0.05$).
 #
 # We can measure all of this. The next cell draws DE-GRAD models at the `fast`
 # scale over a range of step sizes and two Lipschitz targets, computes both
@@ -505,11 +518,11 @@ plt.show()
 # %% [markdown]
 # Read the three panels together. JFB's length is a step-size-dependent fraction of the
 # true gradient's, inside the band $[\eta, 2\eta]$ for these models (an observation, not
-# a bound: see above). IFT's adjoint products by plain iteration follow
-# $\log(\text{tol})/\log(1 - \eta)$; Anderson acceleration on the same equation needs 8 to 14
-# over the whole range (on a linear map, Anderson acceleration is closely related to the
-# Krylov method GMRES {cite:p}`walker2011anderson`, and converges far faster than plain iteration
-# when the contraction factor is near 1). During training the cosine drops below 1 as the
+# a bound: see above). IFT's adjoint products by plain iteration track
+# $\log(\text{tol})/\log(1 - \eta)$, a little below it; Anderson acceleration on the same
+# equation needs 8 to 14 over the whole range (on a linear map, Anderson acceleration without
+# truncation is equivalent to the Krylov method GMRES {cite:p}`walker2011anderson`; with a memory
+# of 5 it still converges far faster than plain iteration when the contraction factor is near 1). During training the cosine drops below 1 as the
 # network learns structure, but the direction still descends at every
 # measured step. These are measurements on small models over a hundred steps, not a
 # proof. Chapter 6 follows the training loss of longer JFB runs, which is the
@@ -635,15 +648,17 @@ plot_backward_comparison(committed)
 # %% [markdown]
 # How to read it. The forward solve is the same for all methods and dominates
 # JFB's step. JFB's backward costs about one forward-plus-backward pass of $T_\Theta$,
-# at the floor. IFT adds one vector-Jacobian product per adjoint iteration, or a
-# vector-Jacobian plus a Jacobian-vector product per CG iteration on the normal
-# equations, which is why the paper's route is the slowest of the three. The
+# at the floor (1.0 to 1.1 times it from 32 px on; more at 16 px, where fixed costs weigh). IFT
+# adds one vector-Jacobian product per adjoint iteration, or a vector-Jacobian plus a
+# Jacobian-vector product per CG iteration on the normal equations; autograd builds the
+# Jacobian-vector product from two more backward passes (the double-vector-Jacobian trick of
+# `jfb_core.gradients`), which is why the paper's route is the slowest. The
 # adjoint solves here are short because $\|J\| \approx 1 - \eta = 0.6$ and the tolerance is
 # $10^{-4}$. With a smaller step size or a tighter tolerance, IFT's share grows as
 # $\log(\text{tol})/\log(1 - \eta)$ (previous figure). With the paper's
 # $\eta = 10^{-3}$ plain iteration would need thousands of products per step; Anderson
-# acceleration on the adjoint (`--backward-solver anderson`) cuts such counts, as the
-# previous figure measured.
+# acceleration on the adjoint (`train --backward-solver anderson`) cuts such counts, as the
+# previous figure measured down to $\eta = 0.05$.
 #
 # The two networks tell the same story, and the paper's network tells it more
 # strongly: at 128 px on one CPU thread a JFB step of the 17×64 model takes about
@@ -652,13 +667,14 @@ plot_backward_comparison(committed)
 # solves do not get longer (7–8 CG and 15–16 fixed-point iterations at every
 # size, the iteration columns); what grows is the price of each one: for the
 # paper's network one vector-Jacobian product of $T_\Theta$ costs 1.6–2.1 times a
-# no-grad evaluation of $T_\Theta$ from 32 px on (from the JSON: IFT-FP's backward
-# time per iteration over JFB's forward time per evaluation), against 0.7–1.1
+# no-grad evaluation of $T_\Theta$ from 32 px on (from the JSON: IFT-FP's backward time, which
+# includes the final product with $M$, per adjoint product, over JFB's forward time per
+# evaluation of $T_\Theta$), against 0.7–1.1
 # times for the small network. On a GPU the seconds and this price change; the
 # number of $T_\Theta$ passes each method needs does not.
 #
 # The `fast` run also times IFT with Anderson acceleration on the adjoint equation
-# (`ift_aa`): 7 products with $J^\top$ instead of 15–16, each a little dearer (the small
+# (`ift_aa`): 7 products with $J^\top$ instead of 15–16, each 1.3–1.5 times dearer (the small
 # least-squares problem and the stored history), for a training step 1.2–1.3 times JFB's
 # against 1.4–1.7 times for plain iteration and 1.9–2.5 times for the paper's CG route (the
 # paper-scale run predates this method, hence its dashes).

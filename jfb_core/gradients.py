@@ -235,17 +235,14 @@ class Unrolled(Backward):
 
 def make_backward(mode: str = "jfb", *, neumann_k: int = 5, unroll_k: int = 50, tol: float = 1e-6,
                   max_iter: int = 200, solver: str = "fixed_point") -> Backward:
-    """The strategy for ``mode`` (one of ``GRAD_MODES``), with its options checked once;
-    options another mode uses are ignored."""
-    if mode == "jfb":
-        return JFB()
-    if mode == "neumann":
-        return Neumann(k=neumann_k)
-    if mode == "ift":
-        return IFT(tol=tol, max_iter=max_iter, solver=solver)
-    if mode == "unrolled":
-        return Unrolled(k=unroll_k)
-    raise UserError(f"grad_mode must be one of {GRAD_MODES}, got {mode!r}")
+    """The strategy for ``mode`` (one of ``GRAD_MODES``). Every option is checked, also
+    those only another mode uses (a mistyped solver fails even with ``mode="jfb"``), by
+    the strategy that uses it."""
+    strategies = {"jfb": JFB(), "neumann": Neumann(k=neumann_k), "unrolled": Unrolled(k=unroll_k),
+                  "ift": IFT(tol=tol, max_iter=max_iter, solver=solver)}
+    if mode not in strategies:
+        raise UserError(f"grad_mode must be one of {GRAD_MODES}, got {mode!r}")
+    return strategies[mode]
 
 
 def attach(T: Map, z_star: torch.Tensor, mode: str = "jfb", neumann_k: int = 5, tol: float = 1e-6,

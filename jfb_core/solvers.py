@@ -43,7 +43,8 @@ class SolverResult:
     z:
         Per sample, the iterate with the lowest residual (same shape as ``z0``).
     residual:
-        Its relative residual ``||f(z) - z|| / ||f(z)||``, shape ``(B,)``.
+        Its relative residual ``||f(z) - z|| / ||f(z)||`` (or ``/ scale`` when the solver
+        was given one), shape ``(B,)``.
     converged:
         ``residual <= tol``, shape ``(B,)``.
     iterations:

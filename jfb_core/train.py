@@ -44,7 +44,6 @@ import torch
 from jfb_core.config import Preset
 from jfb_core.data import bundled_images, load_cache, measure
 from jfb_core.errors import BadCheckpoint, RunLocked, UserError
-from jfb_core.config import GRAD_MODES
 from jfb_core.gradients import Backward, make_backward
 from jfb_core.metrics import psnr
 from jfb_core import models
@@ -86,8 +85,7 @@ class TrainOptions:
     max_seconds: float | None = None  # stop cleanly once this much training time is spent (a budget)
 
     def __post_init__(self) -> None:
-        for mode in GRAD_MODES:  # every backward option is checked by the strategy that uses it
-            self.backward(mode)
+        self.backward()  # every backward option is checked by the strategy that uses it
         if self.n_eval < 1:
             raise UserError(f"n_eval must be >= 1, got {self.n_eval}")
         for name in ("eval_every", "checkpoint_every"):

@@ -168,9 +168,12 @@ def test_the_backward_strategy_is_chosen_once_and_checks_its_options():
     assert model.grad_mode == "jfb" and model.set_backward("unrolled", unroll_k=3) is model
     assert model.grad_mode == "unrolled" and model.backward == Unrolled(k=3)
     for bad in (dict(mode="exact"), dict(mode="neumann", neumann_k=-1), dict(mode="unrolled", unroll_k=0),
-                dict(mode="ift", solver="gmres"), dict(mode="ift", tol=0.0), dict(mode="ift", max_iter=0)):
+                dict(mode="ift", solver="gmres"), dict(mode="ift", tol=0.0), dict(mode="ift", max_iter=0),
+                dict(mode="jfb", solver="gmres"), dict(mode="jfb", unroll_k=0)):  # checked whatever the mode
         with pytest.raises(UserError):
             make_backward(**bad)
+    with pytest.raises(UserError):
+        _model("jfb", backward_solver="typo")
 
 
 def test_unrolled_backpropagates_through_its_recorded_steps_from_the_start():
