@@ -117,6 +117,9 @@ reproduce: $(STAMP)
 	$(BIN)/python -m jfb_core bench backward --methods jfb,ift_cg,ift_fp,ift_aa --repeats 15 --out results/bench/backward_fast_cpu.json
 	@test -z "$(CELEBA)" || $(BIN)/python -m jfb_core bench backward --preset paper --device cpu --sizes 16,32,64,96,128 \
 	  --batch 16 --repeats 3 --warmup 1 --threads 1 --data "$(CELEBA)" --out results/bench/backward_paper_cpu.json
+	@test -z "$(CELEBA)" || $(BIN)/python -m jfb_core bench backward --preset paper --device cpu --sizes 16,32,64,96,128 \
+	  --batch 16 --repeats 3 --warmup 1 --threads 1 --data "$(CELEBA)" --methods jfb,ift_aa \
+	  --out results/bench/backward_paper_cpu_aa.json
 	$(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 64 --out "$(CACHE64)"
 	$(BIN)/python -m jfb_core train $(TRAIN64_RHO1) --grad-mode jfb --out runs/celeba64_9x9_var5_rho1_jfb
 	$(BIN)/python -m jfb_core train $(TRAIN64) --epochs 3 --grad-mode jfb --out runs/celeba64_9x9_var5_jfb & \
