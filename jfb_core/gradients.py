@@ -159,8 +159,21 @@ class JFB(Backward):
         return T(z_star.detach()), BackwardStats(mode=self.name)
 
 
+class _Hooked(Backward):
+    """A mode that attaches through the hook of :func:`_attach_hooked`: it only says how to
+    turn the incoming ``g`` into ``w`` (:meth:`adjoint`)."""
+
+    def adjoint(self, vjp: Map, jvp: Map, g: torch.Tensor) -> tuple[torch.Tensor, int, list[float]]:
+        """``(w, iterations, per-sample residuals)`` from ``g``, with products by ``J^T`` and ``J``."""
+        raise NotImplementedError
+
+    def attach(self, T: Map, z_star: torch.Tensor) -> tuple[torch.Tensor, BackwardStats]:
+        stats = BackwardStats(mode=self.name)
+        return _attach_hooked(T, z_star, stats, self.adjoint), stats
+
+
 @dataclass(frozen=True)
-class Neumann(Backward):
+class Neumann(_Hooked):
     """Eq. 4.2 truncated: ``w = sum_{j=0..k} (J^T)^j g`` (``k = 0`` is JFB)."""
 
     k: int = 5
@@ -170,20 +183,16 @@ class Neumann(Backward):
         if self.k < 0:
             raise UserError(f"neumann_k must be >= 0, got {self.k}")
 
-    def attach(self, T: Map, z_star: torch.Tensor) -> tuple[torch.Tensor, BackwardStats]:
-        def series(vjp: Map, jvp: Map, g: torch.Tensor) -> tuple[torch.Tensor, int, list[float]]:
-            w, term = g.clone(), g
-            for _ in range(self.k):
-                term = vjp(term)
-                w = w + term
-            return w, self.k, []
-
-        stats = BackwardStats(mode=self.name)
-        return _attach_hooked(T, z_star, stats, series), stats
+    def adjoint(self, vjp: Map, jvp: Map, g: torch.Tensor) -> tuple[torch.Tensor, int, list[float]]:
+        w, term = g.clone(), g
+        for _ in range(self.k):
+            term = vjp(term)
+            w = w + term
+        return w, self.k, []
 
 
 @dataclass(frozen=True)
-class IFT(Backward):
+class IFT(_Hooked):
     """Eq. 3.10: ``w`` solves ``(I - J)^T w = g`` to relative residual ``tol`` with
     ``solver`` (one of ``IFT_SOLVERS``), at most ``max_iter`` iterations."""
 
@@ -198,16 +207,12 @@ class IFT(Backward):
         if not self.tol > 0 or self.max_iter < 1:
             raise UserError(f"IFT needs backward_tol > 0 and backward_max_iter >= 1, got {self.tol}, {self.max_iter}")
 
-    def attach(self, T: Map, z_star: torch.Tensor) -> tuple[torch.Tensor, BackwardStats]:
-        def solve(vjp: Map, jvp: Map, g: torch.Tensor) -> tuple[torch.Tensor, int, list[float]]:
-            if self.solver == "cg_normal":
-                w, iters, res = adjoint_solve_cg_normal(vjp, jvp, g, self.tol, self.max_iter)
-            else:
-                w, iters, res = adjoint_solve_fixed_point(vjp, g, self.tol, self.max_iter, method=self.solver)
-            return w, iters, res.tolist()
-
-        stats = BackwardStats(mode=self.name)
-        return _attach_hooked(T, z_star, stats, solve), stats
+    def adjoint(self, vjp: Map, jvp: Map, g: torch.Tensor) -> tuple[torch.Tensor, int, list[float]]:
+        if self.solver == "cg_normal":
+            w, iters, res = adjoint_solve_cg_normal(vjp, jvp, g, self.tol, self.max_iter)
+        else:
+            w, iters, res = adjoint_solve_fixed_point(vjp, g, self.tol, self.max_iter, method=self.solver)
+        return w, iters, res.tolist()
 
 
 @dataclass(frozen=True)
