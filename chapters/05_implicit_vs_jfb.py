@@ -677,10 +677,10 @@ plot_backward_comparison(committed)
 # (`ift_aa`): 7 products with $J^\top$ instead of 15–16, each 1.3–1.5 times dearer (the small
 # least-squares problem and the stored history), for a training step 1.2–1.3 times JFB's
 # against 1.4–1.7 times for plain iteration and 1.9–2.5 times for the paper's CG route (the
-# paper-scale run above predates this method, hence its dashes). JFB stays the cheapest, but
+# paper-scale table above does not time `ift_aa`, hence its dashes). JFB stays the cheapest, but
 # the exact gradient costs less than the paper's route suggests.
-# A separate run timed the paper's network the same way with JFB and `ift_aa` side by side
-# (`backward_paper_cpu_aa.json`; ratios are taken within that run):
+# The paper's network timed the same way with JFB and `ift_aa` side by side
+# (`backward_paper_cpu_aa.json`; ratios are taken within that benchmark):
 
 # %%
 aa_path = results / "bench" / "backward_paper_cpu_aa.json"
@@ -698,8 +698,8 @@ if aa_path.exists():
 # %% [markdown]
 # On the paper's network the Anderson adjoint again needs 7 products at every size, and from
 # 64 px on a training step costs 1.4–1.55 times JFB's, where plain iteration cost 1.8–2.3 times
-# and the paper's CG route 3.3–4.1 times in the earlier run (each ratio taken within its own
-# run). At 32 px the two forward solves, the same computation, were timed at 6.9 s and 4.5 s, so
+# and the paper's CG route 3.3–4.1 times in `backward_paper_cpu.json` (each ratio taken within
+# its own benchmark). At 32 px the two forward solves, the same computation, were timed at 6.9 s and 4.5 s, so
 # that row's ratio (0.96) is timing noise that three repeats do not remove.
 #
 # ## Memory

@@ -343,8 +343,8 @@ for name, rows in (("A", rows_a), ("B", rows_b)):
 # 1. Plug-and-Play with a denoiser of Lipschitz constant $\kappa < 1$ and step $\tau \le 2/L$ is a
 #    contraction. Why, and what does that cost at the fixed point? What changes with the
 #    relaxed denoiser $D_a = I + a(D - I)$ of setting B's PnP row?
-# 2. At every blur the TV weight and smoothing chosen on validation sit inside their grid (at the
-#    5×5 blurs only after the grid was widened). Why check that? What does a choice at the edge of
+# 2. At every blur the TV weight and smoothing chosen on validation sit inside their grid.
+#    Why check that? What does a choice at the edge of
 #    the grid mean for the comparison?
 # 3. An IFT adjoint solve capped at $K$ iterations: using chapter 5's Neumann view, what
 #    gradient does it compute?
