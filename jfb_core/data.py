@@ -264,8 +264,8 @@ class CelebAFolder(torch.utils.data.Dataset):
 def load_image(path: str | os.PathLike[str], size: int) -> torch.Tensor:
     """Decode an image file, resize the whole image to ``size x size``: ``(3, size, size)`` in [0, 1].
 
-    A file that cannot be decoded, or one larger than PIL's decompression-bomb limit,
-    raises :class:`BadImage` naming it.
+    A file that cannot be decoded, one larger than PIL's decompression-bomb limit, or one
+    too large to decode in the memory at hand raises :class:`BadImage` naming it.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -277,6 +277,8 @@ def load_image(path: str | os.PathLike[str], size: int) -> torch.Tensor:
                 arr = np.asarray(im, dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadImage(f"cannot decode image {path}: {exc}") from exc
+    except MemoryError:  # under PIL's pixel limit but too large for the memory at hand
+        raise BadImage(f"cannot decode image {path}: it does not fit in memory") from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 

@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -97,6 +98,33 @@ def provenance(config: dict[str, Any] | None = None, device: str | None = None) 
         "environment": environment_info(device),
         "config": config or {},
     }
+
+
+def check_writable(path: str | os.PathLike[str], flag: str = "--out", folder: bool = False) -> Path:
+    """``path`` if a file (or, with ``folder``, a folder) can be created there, else a
+    :class:`UserError` naming it; checked before any work so that none is lost at the end.
+
+    A dangling symbolic link is refused (its target is named) rather than followed; the
+    nearest existing folder above ``path`` must accept a new file, which catches read-only
+    file systems as well as missing permissions."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"{flag} {path} is a symbolic link to {os.readlink(path)}, which does not exist; "
+                        f"create the target or give another {flag}")
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file; give a folder")
+    if not folder and path.is_dir():
+        raise UserError(f"{flag} {path} is a directory; give a file name")
+    existing = path if folder and path.is_dir() else next((q for q in path.parents if q.exists()), Path("."))
+    if not existing.is_dir():
+        raise UserError(f"cannot write {flag} {path}: {existing} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"cannot write {flag} {path}: {existing} is not writable ({exc.strerror or exc})") from None
+    return path
 
 
 def _temp_name(path: Path) -> Path:

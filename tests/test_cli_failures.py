@@ -380,3 +380,92 @@ def test_evaluate_writes_under_runs_by_default_never_into_results(tmp_path, monk
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.json"))
     assert written and all(p.startswith("runs/eval/") for p in written)
     assert not (tmp_path / "results").exists()
+
+
+# ----------------------------------------------------------------- output paths that cannot be written
+
+_OUT_COMMANDS = {
+    "train": lambda out: ["train", *TINY, "--epochs", "1", "--pretrain-epochs", "0", "--out", str(out)],
+    "evaluate": lambda out: ["evaluate", "--preset", "fast", "--size", "16", "--methods", "direct", "--limit", "1",
+                             "--n-val", "1", "--out", str(out)],
+    "bench": lambda out: ["bench", "memory", "--preset", "fast", "--size", "8", "--batch", "1", "--out", str(out)],
+    "paper-run": lambda out: ["paper-run", *TINY, "--data-cache", "missing.pt", "--budget", "10", "--out", str(out)],
+}
+
+
+@pytest.mark.parametrize("command", sorted(_OUT_COMMANDS))
+def test_a_read_only_out_is_refused_before_any_work(tmp_path, capsys, monkeypatch, command):
+    """A read-only file system (simulated: creating any file under tmp_path fails with EROFS)."""
+    import errno
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir is not None and str(dir).startswith(str(tmp_path)):
+            raise OSError(errno.EROFS, "Read-only file system", str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    out = tmp_path / "ro" / ("run" if command in ("train", "paper-run") else "out.json")
+    code, err = _run(capsys, _OUT_COMMANDS[command](out))
+    assert code == 2 and str(out) in err and "Read-only file system" in err
+    assert len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # nothing created, not even the parent folder
+
+
+@pytest.mark.parametrize("command", sorted(_OUT_COMMANDS))
+def test_a_dangling_symlink_out_is_refused_and_its_target_not_created(tmp_path, capsys, command):
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "nowhere" / "target")
+    code, err = _run(capsys, _OUT_COMMANDS[command](link))
+    assert code == 2 and str(link) in err and "symbolic link" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link"]
+
+
+@pytest.mark.parametrize("command", sorted(_OUT_COMMANDS))
+def test_an_out_below_a_file_is_refused(tmp_path, capsys, command):
+    (tmp_path / "plain").write_text("x")
+    out = tmp_path / "plain" / "sub" / "x.json"
+    code, err = _run(capsys, _OUT_COMMANDS[command](out))
+    assert code == 2 and str(out) in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_write_that_fails_midway_exits_2_and_leaves_nothing_half_written(tmp_path, capsys, monkeypatch):
+    """The disk turns read-only after the up-front check: the checkpoint write fails, one line,
+    exit 2, and no temporary file is left in the run folder."""
+    import errno
+
+    import jfb_core.provenance
+
+    def refuse(src, dst):
+        raise OSError(errno.EROFS, "Read-only file system", str(dst))
+
+    monkeypatch.setattr(jfb_core.provenance.os, "replace", refuse)
+    out = tmp_path / "run"
+    code, err = _train(capsys, out)
+    last = err.strip().splitlines()[-1]  # after the progress bar: one line naming the file
+    assert code == 2 and last.startswith("error:") and "checkpoint.pt: Read-only file system" in last
+    assert _no_temp_files(out) == [] and not (out / "checkpoint.pt").exists()
+
+
+def test_prepare_skips_and_counts_an_image_too_large_for_memory(tmp_path, capsys, monkeypatch):
+    """An image under PIL's pixel limit whose decoding runs out of memory (simulated: the
+    decoder raises MemoryError for one file) is skipped and counted like an unreadable one."""
+    from PIL import Image
+
+    root = _fake_celeba(tmp_path / "celeba", [1, 2, 3, 8001])
+    real_open = Image.open
+
+    def open_(path, *args, **kwargs):
+        if str(path).endswith("000002.jpg"):
+            raise MemoryError
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", open_)
+    out = tmp_path / "c.pt"
+    code, err = _run(capsys, ["prepare", "--data", str(root), "--size", "16", "--out", str(out)])
+    assert code == 0, err
+    cache = load_cache(out)
+    assert sorted(cache["ids"].tolist()) == [1, 3, 8001]
+    assert [s for s in cache["skipped"] if "000002.jpg" in s and "memory" in s]
