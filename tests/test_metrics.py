@@ -31,6 +31,24 @@ def test_psnr_matches_skimage(name, x_hat, x):
         assert abs(float(ours[i]) - ref) < 1e-4
 
 
+@pytest.mark.parametrize("data_range,low", [(2.0, -1.0), (255.0, 0.0)], ids=["range2", "range255"])
+@pytest.mark.parametrize("name,x_hat,x", list(_pairs()), ids=lambda v: v if isinstance(v, str) else "")
+def test_psnr_and_ssim_match_skimage_at_other_data_ranges(name, x_hat, x, data_range, low):
+    """Images on [-1, 1] (range 2, the paper's code) and on [0, 255]: at range 1 a PSNR that
+    used ``data_range`` for ``data_range**2`` would agree, so only other ranges test it."""
+    xs, hs = low + data_range * x, low + data_range * x_hat
+    p = psnr(hs, xs, data_range=data_range, reduction="none")
+    q = ssim(hs, xs, data_range=data_range, reduction="none")
+    for i in range(x.shape[0]):
+        ref_p = peak_signal_noise_ratio(_np(xs[i]), _np(hs[i]), data_range=data_range)
+        ref_q = structural_similarity(_np(hs[i]), _np(xs[i]), data_range=data_range, channel_axis=2,
+                                      gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        assert abs(float(p[i]) - ref_p) < 1e-4
+        assert abs(float(q[i]) - ref_q) < 1e-3
+    # scaling both images and the range together changes nothing
+    assert torch.allclose(p, psnr(x_hat, x, reduction="none"), atol=1e-9)
+
+
 @pytest.mark.parametrize("name,x_hat,x", list(_pairs()), ids=lambda v: v if isinstance(v, str) else "")
 def test_ssim_matches_skimage(name, x_hat, x):
     g = ssim(x_hat, x, reduction="none")

@@ -139,3 +139,47 @@ def test_a_given_scale_replaces_the_residual_denominator(solver):
     # a scale 1e6 times larger stops far earlier: the rule really uses it
     loose = solver(f, torch.zeros_like(z_star), tol=1e-9, max_iter=500, scale=1e6 * scale)
     assert loose.nfe < r.nfe
+
+
+def _anderson_reference(f, x0, m, lam, beta, steps):
+    """Algorithm 3.1 with damping, one sample, written out: the points it evaluates f at."""
+    xs, fs = [x0], [f(x0)]
+    for _ in range(steps):
+        X, F = torch.stack(xs[-(m + 1):], 1), torch.stack(fs[-(m + 1):], 1)  # (n, m_k + 1)
+        G = F - X
+        H = G.T @ G
+        H = H + lam * H.diagonal().max() * torch.eye(H.shape[0], dtype=H.dtype)
+        w = torch.linalg.solve(H, torch.ones(H.shape[0], dtype=H.dtype))
+        alpha = w / w.sum()  # argmin alpha^T H alpha subject to sum(alpha) = 1
+        x = beta * (F @ alpha) + (1 - beta) * (X @ alpha)
+        xs.append(x)
+        fs.append(f(x))
+    return torch.stack(xs)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.5, 0.2])
+def test_anderson_with_damping_follows_the_written_out_algorithm(beta):
+    """Every point the library evaluates equals the reference's, for damping beta < 1 as well
+    (a solver that ignored beta would follow the beta = 1 path)."""
+    _, _, M, b = _linear_problem(n=30, batch=2, rho=0.9, seed=3)
+
+    def f(z):  # a nonlinear contraction
+        return z @ M.T + b + 0.05 * torch.tanh(z)
+
+    seen = []
+
+    def recording(z):
+        seen.append(z.clone())
+        return f(z)
+
+    steps, m, lam = 9, 3, 1e-4
+    anderson(recording, torch.zeros_like(b), m=m, lam=lam, beta=beta, tol=1e-300, max_iter=steps)
+    points = torch.stack(seen, 1)  # (batch, steps + 1, n)
+    for i in range(b.shape[0]):
+        ref = _anderson_reference(lambda z: z @ M.T + b[i] + 0.05 * torch.tanh(z),
+                                  torch.zeros_like(b[i]), m, lam, beta, steps)
+        assert torch.allclose(points[i], ref, rtol=1e-9, atol=1e-10)
+    if beta < 1:  # and the damped path is a different one
+        undamped = _anderson_reference(lambda z: z @ M.T + b[0] + 0.05 * torch.tanh(z), torch.zeros_like(b[0]),
+                                       m, lam, 1.0, steps)
+        assert (points[0] - undamped).abs().max() > 1e-3
