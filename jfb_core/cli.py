@@ -6,6 +6,7 @@ The command line is where progress is printed; the library itself never prints.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import copy
 import dataclasses
 import errno
@@ -29,8 +30,8 @@ from jfb_core.evaluate import (CLASSICAL_METHODS, ClassicalSettings, degrad_meth
 from jfb_core.models import certify_stored_norms, lipschitz_certificate
 from jfb_core.paper import paper_run
 from jfb_core.provenance import check_writable, environment_info, provenance, write_json
-from jfb_core.train import (check_compatible, DATA_KEYS, load_checkpoint, load_weights, train, TrainingDiverged,
-    TrainOptions)
+from jfb_core.train import (check_compatible, DATA_KEYS, EVAL_SPLITS, load_checkpoint, load_weights, train,
+    TrainingDiverged, TrainOptions)
 
 
 COMMANDS = {
@@ -41,6 +42,21 @@ COMMANDS = {
     "bench": "timing and memory benchmarks, written as JSON with provenance",
     "paper-run": "the paper-scale experiment within a time budget: train JFB and IFT, score both beside TV",
 }
+
+
+def tune_allocator() -> bool:
+    """Keep freed memory in the process (glibc: no ``mmap`` for large blocks, no trimming).
+
+    By default glibc serves every allocation above 32 MiB by ``mmap`` and returns it on
+    free, so each such tensor (one 16 x 32 x 128 x 128 activation is exactly 32 MiB) is
+    page-faulted in afresh: measured by ``bench step``, a 128-px CPLNet step then runs about
+    twice as slow. A process-wide setting, so the command line makes it, not the library.
+    Returns whether it applied (False off glibc)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-4, 0)) and bool(libc.mallopt(-1, 2**31 - 1))  # M_MMAP_MAX, M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        return False
 
 
 def _positive_int(text: str) -> int:
@@ -538,6 +554,19 @@ def _add_train_arguments(tr: argparse.ArgumentParser) -> None:
     tr.add_argument("--channels-last", action="store_true",
                     help="run the convex-potential network on channels-last tensors (about 1.8x faster on a CPU "
                          "at 128 px; the same map up to float rounding)")
+    tr.add_argument("--certify", action="store_true",
+                    help="certified by construction: each spectral layer is normalised by the largest spectral "
+                         "norm of its kernel over the tracked peak frequencies (Fourier domain, differentiable), "
+                         "re-scanned over the whole spectrum at the preset's image size at the start, before "
+                         "every evaluation and every checkpoint, where the stored norms become certified upper "
+                         "bounds; the drift between scans is logged")
+    tr.add_argument("--certify-margin", type=float, default=0.0,
+                    help="store the certified norms this fraction above the bound (default 0)")
+    tr.add_argument("--crop", type=_positive_int, default=None,
+                    help="train on one random CROP x CROP patch of each training image (scored on whole images)")
+    tr.add_argument("--eval-split", choices=EVAL_SPLITS, default="test",
+                    help="images scored during training: test, or val (the last --n-eval images of the training "
+                         "split, which --n-train must then leave out)")
     tr.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
 
 
@@ -691,6 +720,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     anything else is a bug and keeps its traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_allocator()
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

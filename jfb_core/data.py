@@ -335,6 +335,18 @@ def measure(A: LinearOperator, x: torch.Tensor, noise_std: float, seed: int = 0,
     return out
 
 
+def random_crops(x: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """One random ``size x size`` crop of each image of ``x`` ``(B, C, H, W)``, at positions drawn
+    by a generator seeded with ``seed`` (the same seed gives the same crops)."""
+    h, w = x.shape[-2:]
+    if not 0 < size <= min(h, w):
+        raise UserError(f"crop size {size} does not fit {h}x{w} images")
+    g = torch.Generator().manual_seed(seed)
+    top = torch.randint(0, h - size + 1, (len(x),), generator=g).tolist()
+    left = torch.randint(0, w - size + 1, (len(x),), generator=g).tolist()
+    return torch.stack([img[:, t:t + size, s:s + size] for img, t, s in zip(x, top, left)])
+
+
 # ---------------------------------------------------------------------- compact cache
 
 def prepare_celeba(root: str | os.PathLike[str] | None, out: str | os.PathLike[str], size: int = 128,
@@ -493,4 +505,4 @@ def load_cache(path: str | os.PathLike[str]) -> dict:
 
 __all__ = ["BadImage", "ENCODINGS", "cache_hash", "load_cache", "readable_batches", "BUNDLED_PHOTOS", "CELEBA_ENV", "CELEBA_OFFICIAL", "CELEBA_PAPER", "CelebAFolder",
            "Photo", "SPLITS", "bundled_images", "bundled_photo", "find_celeba_images",
-           "iterate_batches", "load_image", "measure", "photo_names", "prepare_celeba"]
+           "iterate_batches", "load_image", "measure", "photo_names", "prepare_celeba", "random_crops"]

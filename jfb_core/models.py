@@ -88,6 +88,10 @@ class SpectralConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.register_buffer("u", torch.zeros(0))  # power-iteration vector, (1, C_in, H, W)
         self.register_buffer("sigma", torch.zeros(()))  # last operator-norm estimate
+        # certified mode (set by :meth:`calibrate`): per-frequency power-iteration vectors of the
+        # kernel's spectrum on a torus of ``grid``, which training uses instead of ``u`` (empty: off)
+        self.register_buffer("fvec", torch.zeros(0, dtype=torch.complex64))
+        self.register_buffer("grid", torch.zeros(2, dtype=torch.long))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
         # the power-iteration vector takes the size of the first input: adopt the saved
@@ -98,6 +102,10 @@ class SpectralConv2d(nn.Module):
             saved = state_dict[prefix + "u"]
         # (a published checkpoint may store it in float16: take the weight's dtype)
         self.u = torch.empty_like(saved, dtype=self.weight.dtype, device=self.u.device)
+        if prefix + "fvec" not in state_dict:  # saved before certified training existed: power iteration
+            state_dict[prefix + "fvec"] = torch.zeros(0, dtype=torch.complex64)
+            state_dict[prefix + "grid"] = torch.zeros(2, dtype=torch.long)
+        self.fvec = torch.empty_like(state_dict[prefix + "fvec"], device=self.fvec.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _conv(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -122,8 +130,9 @@ class SpectralConv2d(nn.Module):
 
     @torch.no_grad()
     def power_step(self) -> None:
-        """One power iteration at the current size (a no-op before the first input)."""
-        if self.u.dim() == 4:
+        """One power iteration at the current size (a no-op before the first input, and in the
+        certified mode of :meth:`calibrate`, which tracks the norm in the Fourier domain)."""
+        if self.u.dim() == 4 and not self.fvec.numel():
             self._power(tuple(self.u.shape[-2:]), 1)
 
     def operator_norm(self) -> torch.Tensor:
@@ -145,12 +154,64 @@ class SpectralConv2d(nn.Module):
 
     def current_sigma(self) -> torch.Tensor:
         """The norm estimate in use: in training, ``||conv(u)||`` (differentiable in the weight,
-        and stored); in evaluation, the stored ``sigma``."""
+        and stored), or after :meth:`calibrate` the Fourier norm :meth:`tracked_norm`; in
+        evaluation, the stored ``sigma``."""
         if self.training:
-            sigma = self.operator_norm()
+            sigma = self.tracked_norm() if self.fvec.numel() else self.operator_norm()
             self.sigma = sigma.detach()
             return sigma
         return self.sigma
+
+    def _spectrum(self, weight: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """The kernel's spectrum ``sum_pq W_pq exp(-2 pi i (r p / N_1 + c q / N_2))`` at the
+        frequencies ``(rows, cols)`` of the ``grid`` torus: ``(n, c_out, c_in)``, differentiable."""
+        taps = torch.arange(self.kernel_size, device=weight.device, dtype=torch.float64)
+        phase = (rows.double()[:, None, None] / float(self.grid[0])) * taps[None, :, None] \
+            + (cols.double()[:, None, None] / float(self.grid[1])) * taps[None, None, :]
+        e = torch.exp(-2j * math.pi * phase).to(self.fvec.dtype)
+        return torch.einsum("oipq,npq->noi", weight.to(e.dtype), e)
+
+    def tracked_norm(self, top: int = 4) -> torch.Tensor:
+        """The largest spectral norm of the kernel on the ``grid`` torus, as training uses it.
+
+        Every frequency is watched: one power step per call on each frequency's
+        ``c_out x c_in`` matrix (warm-started vectors ``fvec``), so no direction can grow
+        unseen; the ``top`` largest are then recomputed exactly and differentiably (largest
+        singular value of the spectrum, whose gradient is that of the norm at its peak)."""
+        with torch.no_grad():
+            spec = torch.fft.rfft2(self.weight.detach(), s=tuple(self.grid.tolist())).to(self.fvec.dtype)
+            spec = spec.permute(2, 3, 0, 1)  # (H', W'/2 + 1, c_out, c_in)
+            v = spec.mH @ (spec @ self.fvec[..., None])
+            v = v / torch.linalg.vector_norm(v, dim=-2, keepdim=True).clamp_min(1e-30)
+            self.fvec = v[..., 0]
+            norms = torch.linalg.vector_norm(spec @ v, dim=(-2, -1))
+            idx = torch.topk(norms.flatten(), min(top, norms.numel())).indices
+        rows, cols = idx // norms.shape[1], idx % norms.shape[1]
+        return torch.linalg.svdvals(self._spectrum(self.weight, rows, cols))[:, 0].max()
+
+    @torch.no_grad()
+    def calibrate(self, size: tuple[int, int], track: tuple[int, int] | None = None, margin: float = 0.0) -> float:
+        """Certify the stored ``sigma`` at ``size`` (valid for any smaller image) and switch
+        training to the Fourier norm :meth:`tracked_norm` on ``track``-sized inputs (default ``size``).
+
+        The stored ``sigma`` becomes at least ``(1 + margin)`` times :func:`conv_norm_upper` at
+        ``size`` (every frequency, float64). Returns the drift: that bound over the norm that
+        training was using (1 when training had the peak exactly; above 1 by as much as its
+        normalisation had fallen below the certified bound)."""
+        k = self.kernel_size
+        upper = conv_norm_upper(self.weight, size)
+        grid = tuple(t + k - 1 for t in (track or size))
+        if self.fvec.numel() and tuple(self.grid.tolist()) == grid:
+            used = float(self.tracked_norm())
+        else:  # start tracking: the exact singular vectors on the torus
+            used = float(self.operator_norm()) if self.u.dim() == 4 and bool(self.u.any()) else upper
+            self.grid = torch.tensor(grid, dtype=torch.long, device=self.grid.device)
+            dtype = torch.complex128 if self.weight.dtype == torch.float64 else torch.complex64
+            spec = torch.fft.rfft2(self.weight.detach(), s=grid).to(dtype).permute(2, 3, 0, 1)
+            self.fvec = torch.linalg.svd(spec)[2][..., 0, :].conj()
+        self.sigma = _round_up(torch.maximum(self.tracked_norm(), torch.tensor(upper)) * (1.0 + margin),
+                               (1.0 + margin) * upper)
+        return upper / used
 
     def fit_to(self, size: tuple[int, ...]) -> None:
         """Before a forward pass on ``size`` images: the norm of a zero-padded convolution grows
@@ -555,9 +616,15 @@ def conv_norm_upper(weight: torch.Tensor, size: tuple[int, int]) -> float:
     The power iteration of :meth:`SpectralConv2d.certify` approaches the norm from below;
     this bounds it from above, so the two bracket it."""
     k = weight.shape[-1]
-    grid = (size[0] + k - 1, size[1] + k - 1)
-    spectrum = torch.fft.fft2(weight.detach().double().cpu(), s=grid)  # (c_out, c_in, H', W')
-    return float(torch.linalg.matrix_norm(spectrum.permute(2, 3, 0, 1), ord=2).max())
+    return float(_spectral_norms(weight, (size[0] + k - 1, size[1] + k - 1)).max())
+
+
+def _spectral_norms(weight: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """``||K^(omega)||_2`` (float64) at every frequency of the ``grid`` torus, ``(H', W'/2 + 1)``:
+    a real kernel's spectrum at ``-omega`` is the conjugate of that at ``omega`` (the same
+    singular values), so half the frequencies suffice."""
+    spectrum = torch.fft.rfft2(weight.detach().double().cpu(), s=grid)  # (c_out, c_in, H', W'/2 + 1)
+    return torch.linalg.svdvals(spectrum.permute(2, 3, 0, 1))[..., 0]
 
 
 @torch.no_grad()
@@ -597,17 +664,30 @@ def lipschitz_certificate(f: nn.Module, size: tuple[int, int], power_iters: int 
             "stored_over_upper_min": min(s / u for s, u in zip(stored, upper))}
 
 
+def _round_up(value: torch.Tensor, at_least: float) -> torch.Tensor:
+    """``value`` (a scalar tensor), or the next representable number above ``at_least`` when
+    ``value`` is below it (a float32 rounding must not undercut a certified bound)."""
+    value = torch.maximum(value.detach(), torch.tensor(at_least, dtype=value.dtype, device=value.device))
+    while float(value) < at_least:
+        value = torch.nextafter(value, torch.tensor(math.inf, dtype=value.dtype, device=value.device))
+    return value
+
+
 @torch.no_grad()
 def certify_stored_norms(f: nn.Module, size: tuple[int, int]) -> None:
-    """Replace every layer's stored ``sigma`` by :func:`conv_norm_upper` at ``size``, so that
-    ``f`` in evaluation meets its Lipschitz target for images up to that size (a slightly
-    stronger normalisation than the one it was trained with)."""
+    """Raise every layer's stored ``sigma`` to at least :func:`conv_norm_upper` at ``size``, so
+    that ``f`` in evaluation meets its Lipschitz target for images up to that size. A network
+    trained with calibrated norms (:func:`calibrate_norms`) already stores such values and is
+    left as it was trained; an older one is normalised slightly more strongly than in training."""
     for layer in f.spectral_layers():
-        upper = conv_norm_upper(layer.weight, size)
-        sigma = torch.tensor(upper, dtype=layer.sigma.dtype, device=layer.sigma.device)
-        if float(sigma) < upper:  # rounded down to the layer's precision: take the next number up
-            sigma = torch.nextafter(sigma, torch.tensor(math.inf, dtype=sigma.dtype, device=sigma.device))
-        layer.sigma = sigma
+        layer.sigma = _round_up(layer.sigma, conv_norm_upper(layer.weight, size))
+
+
+@torch.no_grad()
+def calibrate_norms(f: nn.Module, size: tuple[int, int], track: tuple[int, int] | None = None,
+                    margin: float = 0.0) -> float:
+    """:meth:`SpectralConv2d.calibrate` for every spectral layer of ``f``; the largest drift."""
+    return max(layer.calibrate(size, track, margin) for layer in f.spectral_layers())
 
 
 def lipschitz_ratio(fn, x: torch.Tensor, n_pairs: int = 16, scale: float = 1e-1, seed: int = 0) -> float:
@@ -649,6 +729,6 @@ def lipschitz_power(fn, x: torch.Tensor, iters: int = 30, seed: int = 0) -> floa
 
 
 __all__ = ["ACTIVATIONS", "ARCHS", "BATCHNORM_MODES", "CPLNet", "ConvexPotentialLayer", "DATA_STEPS", "DEGRAD", "DnCNN",
-           "build_model", "certify_stored_norms", "conv_norm_upper", "lipschitz_certificate",
+           "build_model", "calibrate_norms", "certify_stored_norms", "conv_norm_upper", "lipschitz_certificate",
            "ForwardStats", "MaxMin", "SolveStats", "make_network",
            "SpectralConv2d", "lipschitz_power", "lipschitz_ratio", "shifted_normal_solve"]

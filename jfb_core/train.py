@@ -42,7 +42,7 @@ from typing import Any, Callable
 import torch
 
 from jfb_core.config import Preset
-from jfb_core.data import bundled_images, load_cache, measure
+from jfb_core.data import bundled_images, load_cache, measure, random_crops
 from jfb_core.errors import BadCheckpoint, RunLocked, UserError
 from jfb_core.gradients import Backward, make_backward
 from jfb_core.metrics import psnr
@@ -61,6 +61,7 @@ RESUME_MAY_CHANGE = ("epochs", "max_steps", "max_seconds", "eval_every", "checkp
                      "bench_sizes", "bench_batch", "bench_repeats", "description", "name")
 # the keys of a run's configuration that are neither Preset nor TrainOptions fields
 RUN_EXTRA_KEYS = ("data_hash",)
+EVAL_SPLITS = ("test", "val")
 
 
 @dataclass
@@ -83,9 +84,19 @@ class TrainOptions:
     init_from: str | None = None  # warm start: a checkpoint whose weights (any image size) start the run
     channels_last: bool = False  # run a CPLNet on channels-last tensors (faster on a CPU; same map)
     max_seconds: float | None = None  # stop cleanly once this much training time is spent (a budget)
+    certify: bool = False  # calibrate the spectral norms to certified bounds at every checkpoint and evaluation
+    certify_margin: float = 0.0  # the stored certified norms sit this fraction above the bound (0: at it)
+    crop: int | None = None  # train on random crop x crop patches of the training images (evaluation: whole images)
+    eval_split: str = "test"  # the images scored during training: "test", or "val" (the training split's last n_eval)
 
     def __post_init__(self) -> None:
         self.backward()  # every backward option is checked by the strategy that uses it
+        if not 0 <= self.certify_margin < 1:
+            raise UserError(f"certify_margin must be in [0, 1), got {self.certify_margin}")
+        if self.crop is not None and self.crop < 8:
+            raise UserError(f"crop must be at least 8 pixels (or not given), got {self.crop}")
+        if self.eval_split not in EVAL_SPLITS:
+            raise UserError(f"eval_split must be one of {EVAL_SPLITS}, got {self.eval_split!r}")
         if self.n_eval < 1:
             raise UserError(f"n_eval must be >= 1, got {self.n_eval}")
         for name in ("eval_every", "checkpoint_every"):
@@ -134,6 +145,12 @@ def split_images(preset: Preset, options: TrainOptions, split: str, n: int | Non
             raise ConfigMismatch(f"cache {options.data_cache} holds {cache['size']}x{cache['size']} images, "
                                  f"the configuration asks for {preset.image_size}; run prepare with --size "
                                  f"{preset.image_size} or pass --size {cache['size']}")
+        if split == "val" and "val" not in cache["splits"]:  # the training split's last n images
+            tail = cache["splits"]["train"][-(n or 0):] if n else []
+            if len(tail) == 0:
+                raise UserError(f"the val split of {options.data_cache} is the training split's tail: give its size")
+            images = cache["images"][tail].float() / 255.0
+            return images, [int(cache["ids"][i]) for i in tail]
         if split not in cache["splits"]:
             raise UserError(f"split {split!r} is not in {options.data_cache} (has {sorted(cache['splits'])})")
         idx = cache["splits"][split][:n]
@@ -454,6 +471,7 @@ class RunState:
     guard: DivergenceGuard = field(default_factory=DivergenceGuard)
     resumes: list[dict[str, Any]] = field(default_factory=list)
     warm_start: dict[str, Any] | None = None
+    calibrations: list[dict[str, Any]] = field(default_factory=list)  # (steps, drift) of each norm calibration
     saved_at: str = "nothing yet"  # what the checkpoint on disk holds, for messages
 
     def checkpoint(self, device: str) -> dict[str, Any]:
@@ -461,14 +479,15 @@ class RunState:
                 "steps": self.steps, "train_seconds": self.train_seconds, "log": self.log, "config": self.config,
                 "pretrain_history": self.pretrain_history, "denoiser": self.denoiser, "curve": self.curve,
                 "environment": environment_info(device), "guard": self.guard.state(), "resumes": self.resumes,
-                "warm_start": self.warm_start}
+                "warm_start": self.warm_start, "calibrations": self.calibrations}
         if self.partial is not None:
             ckpt["partial"] = self.partial
         return ckpt
 
     def log_record(self, device: str) -> dict[str, Any]:
         record = {"config": self.config, "pretrain_history": self.pretrain_history, "log": self.log,
-                  "curve": self.curve, "resumes": self.resumes, "warm_start": self.warm_start}
+                  "curve": self.curve, "resumes": self.resumes, "warm_start": self.warm_start,
+                  "calibrations": self.calibrations}
         if self.partial is not None:
             record["partial_epoch"] = {"epoch": self.epoch + 1, "batch": self.partial["batch"], "steps": self.steps}
         return {**record, "provenance": provenance(config=self.config, device=device)}
@@ -489,10 +508,22 @@ class RunState:
         self.log, self.curve = ckpt["log"], ckpt.get("curve", [])
         self.pretrain_history, self.denoiser = ckpt.get("pretrain_history", []), ckpt.get("denoiser")
         self.partial, self.resumes = ckpt.get("partial"), ckpt.get("resumes", [])
-        self.warm_start = ckpt.get("warm_start")
+        self.warm_start, self.calibrations = ckpt.get("warm_start"), ckpt.get("calibrations", [])
         if ckpt.get("guard"):
             self.guard = DivergenceGuard(**ckpt["guard"])
         self.saved_at = f"epoch {self.epoch}, step {self.steps}"
+
+
+def _calibrate(state: RunState, preset: Preset, options: TrainOptions) -> None:
+    """With ``options.certify``: make the spectral norms certified at the preset's image size
+    (so for whole images and for crops), before a checkpoint or an evaluation; the drift since
+    the last calibration is logged (at most 1: training had stayed certified)."""
+    f = state.model.f
+    if options.certify and hasattr(f, "spectral_layers"):
+        size = (preset.image_size, preset.image_size)
+        track = (options.crop, options.crop) if options.crop is not None else size
+        drift = models.calibrate_norms(f, size, track, options.certify_margin)
+        state.calibrations.append({"steps": state.steps, "drift": drift})
 
 
 def _warm_start(model: DEGRAD, path: str, preset: Preset, options: TrainOptions, x_train: torch.Tensor,
@@ -587,7 +618,12 @@ def _train(preset: Preset, options: TrainOptions, out_dir: Path, device: str, re
     x_train, id_train = split_images(preset, options, "train", preset.n_train, cache)
     # with a data cache, the cache's test split is the limit; the preset's n_test sizes the bundled split only
     n_eval = options.n_eval if options.data_cache else min(options.n_eval, preset.n_test or options.n_eval)
-    x_eval, id_eval = split_images(preset, options, "test", n_eval, cache)
+    x_eval, id_eval = split_images(preset, options, options.eval_split, n_eval, cache)
+    if set(id_eval) & set(id_train):
+        raise UserError(f"the {len(set(id_eval) & set(id_train))} last training images are the val split: "
+                        f"lower --n-train to at most {len(x_train) - len(set(id_eval) & set(id_train))}")
+    if options.crop is not None and options.crop > preset.image_size:
+        raise UserError(f"crop {options.crop} is larger than the {preset.image_size}-px images")
     config = {**run_config(preset, options), "data_hash": cache["hash"] if cache is not None else None}
     del cache
     state = RunState(model, torch.optim.Adam(model.parameters(), lr=preset.lr), config)
@@ -596,6 +632,8 @@ def _train(preset: Preset, options: TrainOptions, out_dir: Path, device: str, re
         net = model
         if world > 1:
             net = torch.nn.parallel.DistributedDataParallel(model, device_ids=None if device == "cpu" else [device])
+        if not state.calibrations:
+            _calibrate(state, preset, options)  # certified from the first step
         stop = "finished"
         if (state.epoch >= preset.epochs or (options.max_steps is not None and state.steps >= options.max_steps)
                 or (options.max_seconds is not None and state.train_seconds >= options.max_seconds)):
@@ -635,7 +673,10 @@ def _train_epoch(state: RunState, net, preset: Preset, options: TrainOptions, da
     hit_max = False
     for b in range(sums["batch"], len(batches)):
         idx = batches[b]
-        xb = x_train[idx].to(device)
+        xb = x_train[idx]
+        if options.crop is not None:  # the same crops on resume: the generator is seeded by epoch and batch
+            xb = random_crops(xb, options.crop, seed=(preset.seed * 7919 + epoch) * 1_000_003 + b)
+        xb = xb.to(device)
         d = measure(model.A, xb, preset.noise_std, seed=preset.seed, indices=[id_train[i] for i in idx])
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=options.amp and device.startswith("cuda")):
             out, stats = net(d, return_stats=True)
@@ -666,6 +707,7 @@ def _train_epoch(state: RunState, net, preset: Preset, options: TrainOptions, da
                       "backward_iterations": sums["biters"][-1] if sums["biters"] else None})
         if options.eval_every and state.steps % options.eval_every == 0 and rank == 0:
             paused = time.perf_counter()  # evaluation time is not training time
+            _calibrate(state, preset, options)
             ev = evaluate_model(model, model.A, x_eval, id_eval, preset.noise_std, preset.seed + 1,
                                 preset.batch_size, device)
             state.curve.append({"steps": state.steps, "train_seconds": state.train_seconds + paused - t_epoch,
@@ -686,22 +728,24 @@ def _train_epoch(state: RunState, net, preset: Preset, options: TrainOptions, da
                 now = time.perf_counter()
                 state.train_seconds += now - t_epoch
                 state.partial = sums
+                _calibrate(state, preset, options)
                 state.save(out_dir, device)
                 state.partial = None
                 t_epoch = time.perf_counter()  # writing is not training time
     state.train_seconds += time.perf_counter() - t_epoch
-    _end_epoch(state, preset, sums, x_eval, id_eval, out_dir, device, progress, rank, world)
+    _end_epoch(state, preset, options, sums, x_eval, id_eval, out_dir, device, progress, rank, world)
     return hit_max
 
 
-def _end_epoch(state: RunState, preset: Preset, sums: dict[str, Any], x_eval, id_eval, out_dir: Path, device: str,
-               progress, rank: int, world: int) -> None:
+def _end_epoch(state: RunState, preset: Preset, options: TrainOptions, sums: dict[str, Any], x_eval, id_eval,
+               out_dir: Path, device: str, progress, rank: int, world: int) -> None:
     """Score the eval images, append the epoch's log row, write the checkpoint and log."""
     model = state.model
     if world > 1:
         torch.distributed.barrier()
     state.epoch += 1
     if rank == 0:
+        _calibrate(state, preset, options)
         ev = evaluate_model(model, model.A, x_eval, id_eval, preset.noise_std, preset.seed + 1, preset.batch_size,
                             device)
         iters, biters, bres = sums["iters"], sums["biters"], sums["bres"]
