@@ -138,28 +138,28 @@ reproduce: $(STAMP)
 	  cp runs/celeba64_$$run/log.json results/train/celeba64_$$run/; \
 	  $(SLIM) runs/celeba64_$$run/checkpoint.pt results/train/celeba64_$$run/checkpoint.pt; \
 	done
-	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods pnp,degrad_ift,degrad_jfb $(CKPTS64) \
+	$(BIN)/python -m jfb_core evaluate $(EVAL64) --as-trained --methods pnp,degrad_ift,degrad_jfb $(CKPTS64) \
 	  --out results/eval/celeba-paper-test_64px_9x9_var5.json
-	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods degrad_ift,degrad_jfb $(CKPTS64) --limit 50 \
+	$(BIN)/python -m jfb_core evaluate $(EVAL64) --as-trained --methods degrad_ift,degrad_jfb $(CKPTS64) --limit 50 \
 	  --solve-tol 1e-5 --solve-max-iter 400 --out results/eval/celeba-paper-test_64px_9x9_var5_tight.json
-	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods degrad_ift,degrad_jfb $(CKPTSPROX) \
+	$(BIN)/python -m jfb_core evaluate $(EVAL64) --as-trained --methods degrad_ift,degrad_jfb $(CKPTSPROX) \
 	  --out results/eval/celeba-paper-test_64px_9x9_var5_prox.json
-	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods degrad_ift,degrad_jfb $(CKPTSPROX) --limit 50 \
+	$(BIN)/python -m jfb_core evaluate $(EVAL64) --as-trained --methods degrad_ift,degrad_jfb $(CKPTSPROX) --limit 50 \
 	  --solve-tol 1e-5 --solve-max-iter 400 --out results/eval/celeba-paper-test_64px_9x9_var5_prox_tight.json
-	$(BIN)/python -m jfb_core evaluate $(EVAL64) --methods direct,tv,pnp,degrad_ift,degrad_jfb $(CKPTSPROX) \
+	$(BIN)/python -m jfb_core evaluate $(EVAL64) --as-trained --methods direct,tv,pnp,degrad_ift,degrad_jfb $(CKPTSPROX) \
 	  --tv-grid 1.25e-4,2.5e-4,5e-4,1e-3 --limit 6 --grid 6 \
 	  --out results/eval/celeba-paper-test_64px_9x9_var5_prox_table1.json
-	$(BIN)/python -m jfb_core evaluate $(EVALS1) --methods degrad_ift,degrad_jfb $(CKPTSCPL) \
+	$(BIN)/python -m jfb_core evaluate $(EVALS1) --as-trained --methods degrad_ift,degrad_jfb $(CKPTSCPL) \
 	  --out results/eval/celeba-paper-test_64px_5x5_s1_cpl.json
-	$(BIN)/python -m jfb_core evaluate $(EVALS1) --methods degrad_ift,degrad_jfb $(CKPTSCPL) --limit 50 \
+	$(BIN)/python -m jfb_core evaluate $(EVALS1) --as-trained --methods degrad_ift,degrad_jfb $(CKPTSCPL) --limit 50 \
 	  --solve-tol 1e-6 --solve-max-iter 400 --float64 --out results/eval/celeba-paper-test_64px_5x5_s1_cpl_tight.json
-	$(BIN)/python -m jfb_core evaluate $(EVALS1) --methods direct,tv,pnp,degrad_ift,degrad_jfb $(CKPTSCPL) \
+	$(BIN)/python -m jfb_core evaluate $(EVALS1) --as-trained --methods direct,tv,pnp,degrad_ift,degrad_jfb $(CKPTSCPL) \
 	  --tv-grid 5e-4,1e-3,2e-3,4e-3 --pnp-strength 0.2 --pnp-max-iter 100 --limit 6 --grid 6 \
 	  --out results/eval/celeba-paper-test_64px_5x5_s1_cpl_table1.json
-	$(BIN)/python -m jfb_core evaluate $(EVALS1) --methods pnp --pnp-strength 0.05,0.1,0.2,0.4,1 --pnp-max-iter 100 \
+	$(BIN)/python -m jfb_core evaluate $(EVALS1) --as-trained --methods pnp --pnp-strength 0.05,0.1,0.2,0.4,1 --pnp-max-iter 100 \
 	  --checkpoint degrad_jfb=results/train/celeba64_5x5_s1_cpl_jfb/checkpoint.pt \
 	  --out results/eval/celeba-paper-test_64px_5x5_s1_cpl_pnp.json
-	$(BIN)/python -m jfb_core evaluate $(EVALS1) --methods pnp --pnp-step 1.9 --pnp-strength 0.2 --pnp-tol 1e-6 \
+	$(BIN)/python -m jfb_core evaluate $(EVALS1) --as-trained --methods pnp --pnp-step 1.9 --pnp-strength 0.2 --pnp-tol 1e-6 \
 	  --pnp-max-iter 2000 --float64 --limit 50 --checkpoint degrad_jfb=results/train/celeba64_5x5_s1_cpl_jfb/checkpoint.pt \
 	  --out results/eval/celeba-paper-test_64px_5x5_s1_cpl_pnp_tight.json
 	$(MAKE) train128 train128-ift publish128 eval128 train128-s1 eval128-s1 train128-s5 eval128-s5 tight128 \
@@ -199,11 +199,11 @@ publish128: $(STAMP)
 
 eval128: $(STAMP)
 	@test -n "$(CELEBA)" || (echo "usage: make eval128 CELEBA=/path/to/celeba"; exit 2)
-	$(BIN)/python -m jfb_core evaluate $(EVAL128) --methods degrad_jfb --checkpoint degrad_jfb=$(R128)_jfb/checkpoint.pt \
+	$(BIN)/python -m jfb_core evaluate $(EVAL128) --as-trained --methods degrad_jfb --checkpoint degrad_jfb=$(R128)_jfb/checkpoint.pt \
 	  --out results/eval/celeba-paper-test_128px_9x9_var5_cpl_jfb.json
-	$(BIN)/python -m jfb_core evaluate $(EVAL128) --methods degrad_ift --checkpoint degrad_ift=$(R128)_ift/checkpoint.pt \
+	$(BIN)/python -m jfb_core evaluate $(EVAL128) --as-trained --methods degrad_ift --checkpoint degrad_ift=$(R128)_ift/checkpoint.pt \
 	  --limit 500 --out results/eval/celeba-paper-test_128px_9x9_var5_cpl_ift.json
-	$(BIN)/python -m jfb_core evaluate $(EVAL128) --methods direct,tv,degrad_jfb --checkpoint degrad_jfb=$(R128)_jfb/checkpoint.pt \
+	$(BIN)/python -m jfb_core evaluate $(EVAL128) --as-trained --methods direct,tv,degrad_jfb --checkpoint degrad_jfb=$(R128)_jfb/checkpoint.pt \
 	  --tv-grid 5e-4 --limit 6 --grid 6 --out results/eval/celeba-paper-test_128px_9x9_var5_cpl_table1.json
 
 # JFB at 128 px with a 5x5 blur, the same recipe and warm start: `make train128-s1` (sigma = 1, the
@@ -225,9 +225,9 @@ EVAL128S1 = $(subst 9x9_var5,5x5_s1,$(EVAL128))
 eval128-s1: $(STAMP)
 	@test -n "$(CELEBA)" || (echo "usage: make eval128-s1 CELEBA=/path/to/celeba"; exit 2)
 	$(call publish,celeba128_5x5_s1_cpl_jfb,$(R128S1))
-	$(BIN)/python -m jfb_core evaluate $(EVAL128S1) --methods degrad_jfb --checkpoint degrad_jfb=$(R128S1)/checkpoint.pt \
+	$(BIN)/python -m jfb_core evaluate $(EVAL128S1) --as-trained --methods degrad_jfb --checkpoint degrad_jfb=$(R128S1)/checkpoint.pt \
 	  --limit 500 --out results/eval/celeba-paper-test_128px_5x5_s1_cpl_jfb.json
-	$(BIN)/python -m jfb_core evaluate $(EVAL128S1) --methods direct,tv,degrad_jfb --checkpoint degrad_jfb=$(R128S1)/checkpoint.pt \
+	$(BIN)/python -m jfb_core evaluate $(EVAL128S1) --as-trained --methods direct,tv,degrad_jfb --checkpoint degrad_jfb=$(R128S1)/checkpoint.pt \
 	  --tv-grid 2e-3 --limit 6 --grid 6 --out results/eval/celeba-paper-test_128px_5x5_s1_cpl_table1.json
 
 # its IFT companion, warm-started from the 64-px IFT run; IFT steps cost more, so the run also
@@ -244,9 +244,9 @@ EVAL128S5 = $(subst 9x9_var5,5x5_s5,$(EVAL128))
 eval128-s5: $(STAMP)
 	@test -n "$(CELEBA)" || (echo "usage: make eval128-s5 CELEBA=/path/to/celeba"; exit 2)
 	$(call publish,celeba128_5x5_s5_cpl_jfb,$(R128S5))
-	$(BIN)/python -m jfb_core evaluate $(EVAL128S5) --methods degrad_jfb --checkpoint degrad_jfb=$(R128S5)/checkpoint.pt \
+	$(BIN)/python -m jfb_core evaluate $(EVAL128S5) --as-trained --methods degrad_jfb --checkpoint degrad_jfb=$(R128S5)/checkpoint.pt \
 	  --limit 500 --out results/eval/celeba-paper-test_128px_5x5_s5_cpl_jfb.json
-	$(BIN)/python -m jfb_core evaluate $(EVAL128S5) --methods degrad_jfb --checkpoint degrad_jfb=$(R128S5)/checkpoint.pt \
+	$(BIN)/python -m jfb_core evaluate $(EVAL128S5) --as-trained --methods degrad_jfb --checkpoint degrad_jfb=$(R128S5)/checkpoint.pt \
 	  $(TIGHT128) --out results/eval/celeba-paper-test_128px_5x5_s5_cpl_tight.json
 
 # Every 128-px network at a solved fixed point (float64, outer tolerance 1e-6, inner 1e-8) on the
@@ -254,9 +254,9 @@ eval128-s5: $(STAMP)
 TIGHT128 = --limit 5 --solve-tol 1e-6 --solve-max-iter 400 --float64
 tight128: $(STAMP)
 	@test -n "$(CELEBA)" || (echo "usage: make tight128 CELEBA=/path/to/celeba"; exit 2)
-	$(BIN)/python -m jfb_core evaluate $(EVAL128) --methods degrad_jfb,degrad_ift --checkpoint degrad_jfb=$(R128)_jfb/checkpoint.pt \
+	$(BIN)/python -m jfb_core evaluate $(EVAL128) --as-trained --methods degrad_jfb,degrad_ift --checkpoint degrad_jfb=$(R128)_jfb/checkpoint.pt \
 	  --checkpoint degrad_ift=$(R128)_ift/checkpoint.pt $(TIGHT128) --out results/eval/celeba-paper-test_128px_9x9_var5_cpl_tight.json
-	$(BIN)/python -m jfb_core evaluate $(EVAL128S1) --methods degrad_jfb --checkpoint degrad_jfb=$(R128S1)/checkpoint.pt \
+	$(BIN)/python -m jfb_core evaluate $(EVAL128S1) --as-trained --methods degrad_jfb --checkpoint degrad_jfb=$(R128S1)/checkpoint.pt \
 	  $(TIGHT128) --out results/eval/celeba-paper-test_128px_5x5_s1_cpl_tight.json
 
 # The strongest TV: the smoothing delta tuned with the weight on 100 validation images, at 128 px for

@@ -527,9 +527,9 @@ print(f"PSNR at the fixed point solved to the trained tolerance {net.tol:g}, as 
 # target, and Theorem 3.1 does not cover this network as trained. The network
 # happens to behave: its measured local Lipschitz constant stays below the target.
 # Replacing the stored values by the certified upper bounds (`certify_stored_norms`;
-# `python -m jfb_core evaluate --certify` does it for every checkpoint it scores)
-# restores the guarantee and changes the reconstruction only slightly. Every
-# evaluation JSON records the certificate of the networks it scored.
+# `python -m jfb_core evaluate` does it by default for every checkpoint it scores)
+# restores the guarantee and changes the reconstruction only slightly. The evaluation
+# JSONs of the 128-pixel networks record the certificate of each network they scored.
 #
 # ## Three ways things go wrong
 #

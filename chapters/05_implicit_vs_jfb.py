@@ -417,7 +417,9 @@ print("unrolled errors:", " ".join(f"{e:.1e}" for e in err_unrolled))
 # float32 reaches), and records the cosine, the norm ratio, $\|J\|$ at the fixed
 # point, and the adjoint products by plain iteration and by Anderson acceleration.
 
-# %%
+# %% tags=["nbval-ignore-output"]
+# The adjoint iteration counts move by a few with the processor's floating-point paths, so the
+# notebook check compares the claims asserted at the end, not the printout.
 size = preset.image_size
 A = preset.blur_operator()
 x_b = bundled_images("train", size, n=4, seed=preset.seed)
@@ -451,6 +453,8 @@ print(f"{'eta':>5} {'Lip(f)':>6} {'||J||':>6} {'1-eta':>6} {'|p|/|grad|':>10} {'
 for r in rows:
     print(f"{r['eta']:5.2f} {r['lip']:6.2f} {r['J']:6.3f} {1 - r['eta']:6.3f} {r['ratio']:10.3f} {r['cos']:7.4f} "
           f"{r['ift_iters']:23d} {r['anderson_iters']:8d}")
+assert cosines.min() > 0.999 and all(r["eta"] <= r["ratio"] <= 2 * r["eta"] for r in rows)
+assert all(r["anderson_iters"] < r["ift_iters"] for r in rows)  # Anderson needs fewer products everywhere
 
 # %% [markdown]
 # At initialisation the network's Jacobian is small and smooth, and JFB is
@@ -520,7 +524,8 @@ plt.show()
 # true gradient's, inside the band $[\eta, 2\eta]$ for these models (an observation, not
 # a bound: see above). IFT's adjoint products by plain iteration track
 # $\log(\text{tol})/\log(1 - \eta)$, a little below it; Anderson acceleration on the same
-# equation needs 8 to 14 over the whole range (on a linear map, Anderson acceleration without
+# equation needs 8 to 14 over the whole range (a few more or fewer on another processor, whose rounding
+# changes where the iteration stops) (on a linear map, Anderson acceleration without
 # truncation is equivalent to the Krylov method GMRES {cite:p}`walker2011anderson`; with a memory
 # of 5 it still converges far faster than plain iteration when the contraction factor is near 1). During training the cosine drops below 1 as the
 # network learns structure, but the direction still descends at every

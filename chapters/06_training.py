@@ -69,23 +69,28 @@ print(f"preset {preset.name}: {preset.image_size}x{preset.image_size}, depth {pr
 # `loss.backward()` computes through the one recorded application (chapter 5). The whole
 # algorithm, on crops of the bundled photographs:
 
-# %%
+# %% tags=["nbval-ignore-output"]
+# The last digits of the losses vary with the processor's floating-point paths, so the notebook
+# check compares the claim asserted at the end, not the printout.
 x_train = bundled_images("train", preset.image_size, n=64, seed=preset.seed)
 model = build_model(preset, TrainOptions(grad_mode="jfb"))
 opt = torch.optim.Adam(model.parameters(), lr=preset.lr)
 A = model.A
+losses = []
 for step in range(24):
     idx = torch.arange(step * 16, step * 16 + 16) % len(x_train)
     x = x_train[idx]
     d = measure(A, x, preset.noise_std, seed=preset.seed, indices=idx.tolist())  # noise fixed per image
     x_hat, stats = model.run(d)  # Anderson under no_grad, then T applied once with the graph
     loss = ((x_hat - x) ** 2).mean()
+    losses.append(loss.item())
     opt.zero_grad(set_to_none=True)
     loss.backward()  # JFB: the chain rule stops at the one recorded application
     opt.step()
     if step % 6 == 0 or step == 23:
         print(f"step {step:2d}: loss {loss.item():.4f}, Anderson iterations {max(stats.solve.iterations)}, "
               f"eta {model.eta.item():.3f}")
+assert losses[-1] < 0.5 * losses[0]  # the loss falls
 
 # %% [markdown]
 # The loss falls, slowly, from a poor start: a freshly initialised $f_\Theta$ is nearly zero,
@@ -360,7 +365,9 @@ plt.show()
 # smoothing $\delta$ tuned on 64 validation crops (chapter 2) and scored on the same 64 test crops,
 # with the same noise.
 
-# %%
+# %% tags=["nbval-ignore-output"]
+# Six epochs of training: the last digits vary with the processor's floating-point paths, so the
+# notebook check compares the claims asserted below the figure, not the printout.
 recipe = preset.replace(arch="cpl", depth=6, width=32, rho=0.1, data_step="proximal", skip=True, lipschitz=0.99,
                         n_train=490, epochs=6, pretrain_epochs=1, lr=3e-3)
 options = TrainOptions(grad_mode="jfb", n_eval=64)

@@ -609,10 +609,14 @@ def _add_evaluate_arguments(ev: argparse.ArgumentParser) -> None:
                     help="Anderson tolerance for the checkpoints' fixed points (default: the trained one)")
     ev.add_argument("--solve-max-iter", type=_positive_int, default=None,
                     help="Anderson iteration cap for the checkpoints (default: the trained one)")
-    ev.add_argument("--certify", action="store_true",
-                    help="score each checkpoint (and the pnp denoiser) with its layers' stored norm estimates "
-                         "replaced by certified upper bounds at the test size, so that Lip(f) meets its target; "
+    ev.add_argument("--certify", dest="certify", action="store_true",
+                    help="(the default) score each checkpoint and the pnp denoiser with every layer's stored norm "
+                         "raised to its certified upper bound at the test size, so that Lip(f) meets its target; "
                          "the certificate of the network as trained is recorded either way")
+    ev.add_argument("--as-trained", dest="certify", action="store_false",
+                    help="score the networks with their stored norm estimates as trained, which may lie below "
+                         "the layers' true norms (then Lip(f) can exceed its target; the bound is recorded)")
+    ev.set_defaults(certify=True)
     ev.add_argument("--float64", action="store_true",
                     help="solve the checkpoints' fixed points, and Plug-and-Play's, in float64 (float32 cannot "
                          "resolve a --solve-tol or --pnp-tol much below 1e-5); with --solve-tol the proximal "

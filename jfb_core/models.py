@@ -92,6 +92,7 @@ class SpectralConv2d(nn.Module):
         # kernel's spectrum on a torus of ``grid``, which training uses instead of ``u`` (empty: off)
         self.register_buffer("fvec", torch.zeros(0, dtype=torch.complex64))
         self.register_buffer("grid", torch.zeros(2, dtype=torch.long))
+        self.register_buffer("certified", torch.zeros(2, dtype=torch.long))  # the size ``sigma`` is certified at
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
         # the power-iteration vector takes the size of the first input: adopt the saved
@@ -105,6 +106,8 @@ class SpectralConv2d(nn.Module):
         if prefix + "fvec" not in state_dict:  # saved before certified training existed: power iteration
             state_dict[prefix + "fvec"] = torch.zeros(0, dtype=torch.complex64)
             state_dict[prefix + "grid"] = torch.zeros(2, dtype=torch.long)
+        if prefix + "certified" not in state_dict:  # unknown: certified afresh at the first input
+            state_dict[prefix + "certified"] = torch.zeros(2, dtype=torch.long)
         self.fvec = torch.empty_like(state_dict[prefix + "fvec"], device=self.fvec.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -211,12 +214,17 @@ class SpectralConv2d(nn.Module):
             self.fvec = torch.linalg.svd(spec)[2][..., 0, :].conj()
         self.sigma = _round_up(torch.maximum(self.tracked_norm(), torch.tensor(upper)) * (1.0 + margin),
                                (1.0 + margin) * upper)
+        self.certified = torch.tensor(size, dtype=torch.long, device=self.certified.device)
         return upper / used
 
     def fit_to(self, size: tuple[int, ...]) -> None:
         """Before a forward pass on ``size`` images: the norm of a zero-padded convolution grows
-        with the image, so the estimate is always made on the largest input seen."""
-        if self.u.dim() != 4 or any(s > t for s, t in zip(size, self.u.shape[-2:])):
+        with the image, so the estimate is always made on the largest input seen (in certified
+        mode: the stored norm is certified again at that size, tracking stays where it was)."""
+        if self.fvec.numel():
+            if any(s > t for s, t in zip(size, self.certified.tolist())):
+                self.calibrate(tuple(size), track=tuple(int(g) - self.kernel_size + 1 for g in self.grid))
+        elif self.u.dim() != 4 or any(s > t for s, t in zip(size, self.u.shape[-2:])):
             self.certify(tuple(size))
 
     def normalised_weight(self) -> torch.Tensor:

@@ -307,7 +307,7 @@ def test_evaluate_can_solve_checkpoints_further_than_training_did(tmp_path):
     out = tmp_path / "tight.json"
     assert main(["evaluate", "--preset", "fast", "--size", "16", "--methods", "net", "--limit", "4", "--n-val", "4",
                  "--checkpoint", f"net={run / 'checkpoint.pt'}", "--solve-tol", "1e-6", "--solve-max-iter", "400",
-                 "--out", str(out)]) == 0
+                 "--as-trained", "--out", str(out)]) == 0
     learned = json.loads(out.read_text())["learned"]["net"]
     assert learned["solve_tol"] == 1e-6 and learned["solve_max_iter"] == 400
     solver = learned["solver"]  # what the solves actually reached on the 4 test images
@@ -318,10 +318,10 @@ def test_evaluate_can_solve_checkpoints_further_than_training_did(tmp_path):
     assert not cert["norms_certified_for_scoring"] and "as_scored" not in cert
     assert cert["as_trained"]["size"] == [16, 16] and cert["as_trained"]["lipschitz_bound"] > 0
 
-    # --certify: scored with certified norms, so the bound meets the target; outputs move a little
+    # by default: scored with certified norms, so the bound meets the target; outputs move a little
     out2 = tmp_path / "certified.json"
     assert main(["evaluate", "--preset", "fast", "--size", "16", "--methods", "net", "--limit", "4", "--n-val", "4",
-                 "--checkpoint", f"net={run / 'checkpoint.pt'}", "--certify", "--out", str(out2)]) == 0
+                 "--checkpoint", f"net={run / 'checkpoint.pt'}", "--out", str(out2)]) == 0
     res2 = json.loads(out2.read_text())
     cert2 = res2["learned"]["net"]["lipschitz"]
     assert cert2["norms_certified_for_scoring"]
