@@ -17,12 +17,13 @@ from typing import Callable
 import torch
 
 from jfb_core.config import Preset
-from jfb_core.data import bundled_images, CelebAFolder, measure
+from jfb_core.data import bundled_images, CelebAFolder, load_cache, measure, random_crops
 from jfb_core.errors import UserError
 from jfb_core.gradients import Backward, make_backward
-from jfb_core.models import build_model
+from jfb_core.models import build_model, calibrate_norms
 from jfb_core.regularizers import tv_grad, tv_lipschitz
 from jfb_core.solvers import anderson, fixed_point
+from jfb_core.train import build_model as build_run_model, load_weights, read_checkpoint, split_images, TrainOptions
 
 
 def _network(model) -> dict:
@@ -431,3 +432,141 @@ def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] |
 
 __all__ = ["BACKWARD_METHODS", "SavedTensorMeter", "bench_backward", "bench_memory", "bench_solvers", "plot_backward",
            "plot_backward_comparison", "synchronize", "timed", "tv_fixed_point_map"]
+
+
+# --------------------------------------------------------------------------- the training step
+
+STEP_PARTS = ("data", "forward_solve", "backward", "optimiser", "checkpoint")
+
+
+def _step_model(preset: Preset, options: TrainOptions, device: str):
+    """The run's DE-GRAD in training mode: warm-started from ``options.init_from`` when given
+    and, with ``options.certify``, calibrated as :func:`jfb_core.train.train` does first."""
+    torch.manual_seed(preset.seed)
+    model = build_run_model(preset, options, device)
+    if options.init_from:
+        load_weights(model, read_checkpoint(options.init_from)["model"], options.init_from)
+    if options.certify:
+        size = (preset.image_size, preset.image_size)
+        calibrate_norms(model.f, size, (options.crop,) * 2 if options.crop else size)
+    return model.train()
+
+
+def _timed_step(model, opt, x, ids, preset: Preset, options: TrainOptions, b: int, device: str) -> dict:
+    """One step of Algorithm 4.1 as :func:`jfb_core.train.train` runs it, with a clock between
+    its parts (the solve and the recorded application are the two halves of ``DEGRAD.run``)."""
+    n = preset.batch_size
+    clock = [time.perf_counter()]
+
+    def lap() -> None:
+        synchronize(device)
+        clock.append(time.perf_counter())
+
+    idx = torch.arange(b * n, b * n + n) % len(x)
+    xb = x[idx]
+    if options.crop is not None:
+        xb = random_crops(xb, options.crop, seed=b)
+    xb = xb.to(device)
+    d = measure(model.A, xb, preset.noise_std, seed=preset.seed, indices=[ids[i] for i in idx])
+    lap()
+    if hasattr(model.f, "power_step"):
+        model.f.power_step()
+    result = model.solve(d)
+    lap()
+    out, _ = model.attach_gradient(result.z, d)
+    loss = ((out - xb) ** 2).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    lap()
+    opt.step()
+    lap()
+    seconds = dict(zip(STEP_PARTS, (b - a for a, b in zip(clock, clock[1:]))))
+    return {"seconds": seconds, "evaluations_of_T": result.nfe + 1,
+            "anderson_iterations": sum(result.iterations.tolist()) / len(result.iterations)}
+
+
+def _norm_seconds(model, repeats: int = 5) -> float:
+    """Seconds of one normalisation of every spectral layer (done at every evaluation of T in training)."""
+    layers = model.f.spectral_layers() if hasattr(model.f, "spectral_layers") else []
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        for layer in layers:
+            layer.current_sigma()
+    return (time.perf_counter() - t0) / repeats
+
+
+def _convolution_seconds(model, opt, x, ids, preset, options, device) -> tuple[float, float]:
+    """(seconds inside convolution operators, wall seconds) of one step under ``torch.profiler``:
+    the self time of every operator whose name contains ``conv`` (forward and backward, the
+    network's and the blur's)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        _timed_step(model, opt, x, ids, preset, options, 0, device)
+    wall = time.perf_counter() - t0
+    conv_us = sum(e.self_cpu_time_total for e in prof.key_averages() if "conv" in e.key.lower())
+    return conv_us / 1e6, wall
+
+
+def _checkpoint_seconds(model, opt, preset: Preset, options: TrainOptions) -> dict:
+    """What one checkpoint costs: the certification of the norms (with ``certify``) and the save."""
+    import tempfile
+
+    t0 = time.perf_counter()
+    if options.certify:
+        size = (preset.image_size, preset.image_size)
+        calibrate_norms(model.f, size, (options.crop,) * 2 if options.crop else size)
+    t1 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, f"{tmp}/checkpoint.pt")
+    return {"calibrate": t1 - t0, "save": time.perf_counter() - t1}
+
+
+def bench_step(preset: Preset, options: TrainOptions, device: str = "cpu", threads: tuple[int, ...] = (1, 2),
+               repeats: int = 3, warmup: int = 1, checkpoint_every: int | None = None,
+               progress: Callable[[str], None] | None = None) -> dict:
+    """Where the time of one training step goes, at each CPU thread count in ``threads``.
+
+    The step is the one :func:`jfb_core.train.train` runs for ``preset`` and ``options`` (the
+    same model, crops, certified normalisation and data), timed in parts: fetching the batch
+    and measuring it, the forward solve, the recorded application with the backward pass,
+    the optimiser, and the checkpoint (certification and save) shared over
+    ``checkpoint_every`` steps. Normalising the spectral layers happens at every evaluation
+    of T, inside the solve and the backward; it is reported as its own time times the
+    evaluations. One more step runs under ``torch.profiler`` for the time spent in
+    convolutions, the floor that the rest of the step is compared with."""
+    x, ids = split_images(preset, options, "train", max(2 * preset.batch_size, 1),
+                          load_cache(options.data_cache) if options.data_cache else None)
+    every = checkpoint_every or options.checkpoint_every or 1
+    rows = []
+    for n_threads in threads:
+        torch.set_num_threads(n_threads)
+        model = _step_model(preset, options, device)
+        opt = torch.optim.Adam(model.parameters(), lr=preset.lr)
+        for b in range(warmup):
+            _timed_step(model, opt, x, ids, preset, options, b, device)
+        steps = [_timed_step(model, opt, x, ids, preset, options, warmup + b, device) for b in range(repeats)]
+        median = {k: statistics.median(s["seconds"][k] for s in steps) for k in STEP_PARTS[:-1]}
+        ckpt = _checkpoint_seconds(model, opt, preset, options)
+        median["checkpoint"] = (ckpt["calibrate"] + ckpt["save"]) / every
+        evaluations = statistics.median(s["evaluations_of_T"] for s in steps)
+        conv, profiled_wall = _convolution_seconds(model, opt, x, ids, preset, options, device)
+        step = sum(median.values())
+        rows.append({"threads": n_threads, "step_seconds": step, "parts_seconds": median,
+                     "norm_estimation_seconds": _norm_seconds(model) * evaluations,
+                     "evaluations_of_T": evaluations,
+                     "anderson_iterations": statistics.median(s["anderson_iterations"] for s in steps),
+                     "checkpoint_seconds": ckpt, "convolution_seconds": conv,
+                     "profiled_step_wall_seconds": profiled_wall, "step_over_convolutions": step / conv,
+                     "steps": [s["seconds"] for s in steps]})
+        if progress:
+            progress(f"{n_threads} thread(s): step {step:.2f} s, convolutions {conv:.2f} s ({step / conv:.2f}x)")
+    return {"benchmark": "step", "image_size": preset.image_size, "crop": options.crop,
+            "batch": preset.batch_size, "certify": options.certify, "grad_mode": options.grad_mode,
+            "channels_last": options.channels_last, "init_from": options.init_from,
+            "data": options.data_cache or "bundled", "checkpoint_every": every, "repeats": repeats,
+            "warmup": warmup, "network": _network(model), "rows": rows,
+            "parts": {"data": "batch from memory, crops, measurement", "forward_solve": "Anderson under no_grad",
+                      "backward": "the recorded application of T, the loss and loss.backward()",
+                      "optimiser": "Adam step", "checkpoint": "calibration and torch.save, per step"}}

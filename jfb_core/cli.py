@@ -30,8 +30,8 @@ from jfb_core.evaluate import (CLASSICAL_METHODS, ClassicalSettings, degrad_meth
 from jfb_core.models import certify_stored_norms, lipschitz_certificate
 from jfb_core.paper import paper_run
 from jfb_core.provenance import check_writable, environment_info, provenance, write_json
-from jfb_core.train import (check_compatible, DATA_KEYS, EVAL_SPLITS, load_checkpoint, load_weights, train,
-    TrainingDiverged, TrainOptions)
+from jfb_core.train import (check_compatible, DATA_KEYS, EVAL_SPLITS, load_checkpoint, load_weights, read_checkpoint,
+    split_config, train, TrainingDiverged, TrainOptions)
 
 
 COMMANDS = {
@@ -302,7 +302,7 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]) -> di
     return learned
 
 
-BENCHMARKS = ("solvers", "memory", "backward")
+BENCHMARKS = ("solvers", "memory", "backward", "step")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -353,6 +353,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             jfb = r["methods"].get("jfb")
             floor = f"; JFB backward = {jfb['backward_over_t_T']:.2f} x (T fwd+bwd)" if jfb else ""
             print(f"size {r['size']:4d}: {ratios}{floor}")
+    elif args.which == "step":
+        preset, options = _step_setup(args, preset)
+        print(f"bench step: {preset.image_size} px, crop {options.crop}, certify {options.certify}, device {device}",
+              file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        result = bench.bench_step(preset, options, device=device,
+                                  threads=number_list(args.thread_counts, "--thread-counts", int),
+                                  repeats=args.repeats or 3, warmup=args.warmup,
+                                  checkpoint_every=args.checkpoint_every,
+                                  progress=lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}",
+                                                           file=sys.stderr, flush=True))
+        for r in result["rows"]:
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in r["parts_seconds"].items())
+            print(f"{r['threads']} thread(s): step {r['step_seconds']:.2f} s ({parts}); norms "
+                  f"{r['norm_estimation_seconds']:.2f} s within; convolutions {r['convolution_seconds']:.2f} s "
+                  f"({r['step_over_convolutions']:.2f}x)")
     result["provenance"] = provenance(config=preset.to_dict(), device=device)
     write_json(out, result)
     print(f"wrote {out}")
@@ -646,12 +662,42 @@ def _add_paper_run_arguments(pp: argparse.ArgumentParser) -> None:
     pp.add_argument("--tv-grid", default=None, help="comma-separated TV weights to tune over")
 
 
+def _add_step_arguments(bp: argparse.ArgumentParser) -> None:
+    bp.add_argument("--run", default=None, metavar="CHECKPOINT",
+                    help="profile the step of this run: its configuration and weights (default: the preset's "
+                         "network, freshly initialised)")
+    bp.add_argument("--crop", type=_positive_int, default=None, help="train on random crops of this side")
+    bp.add_argument("--certify", action="store_true", help="certified normalisation, as train --certify")
+    bp.add_argument("--data-cache", default=None, help="a cache from `prepare` (default: the bundled images)")
+    bp.add_argument("--thread-counts", default="1,2", help="comma-separated CPU thread counts (default 1,2)")
+    bp.add_argument("--warmup", type=_nonnegative_int, default=1, help="untimed steps first (default 1)")
+    bp.add_argument("--checkpoint-every", type=_positive_int, default=25,
+                    help="steps between checkpoints, over which one checkpoint's cost is shared (default 25)")
+
+
+def _step_setup(args: argparse.Namespace, preset):
+    """The preset and options of the step to profile: a run's own (``--run``) or the preset's."""
+    if args.run:
+        cfg = read_checkpoint(args.run)["config"]
+        preset, options = split_config(cfg)
+        options = dataclasses.replace(options, init_from=args.run, data_cache=args.data_cache)
+    else:
+        options = TrainOptions(data_cache=args.data_cache)
+    overrides = {k: v for k, v in (("image_size", args.size), ("batch_size", args.batch)) if v is not None}
+    preset = preset.replace(**overrides) if overrides else preset
+    options = dataclasses.replace(options, crop=args.crop, certify=args.certify or options.certify,
+                                  channels_last=True)
+    return preset, options
+
+
 def _add_bench_subcommands(bench: argparse.ArgumentParser) -> None:
     be = bench.add_subparsers(dest="which", metavar="BENCHMARK")
     be.required = True
     bench_help = {"solvers": "plain iteration against Anderson acceleration (chapter 3)",
                   "memory": "bytes autograd keeps for backward, per backward mode (chapter 4)",
-                  "backward": "time and peak memory of the backward modes against image size (chapter 5, Fig. 2)"}
+                  "backward": "time and peak memory of the backward modes against image size (chapter 5, Fig. 2)",
+                  "step": "where the time of one training step goes (profile: solve, backward, data, norms, "
+                          "checkpoint, convolutions)"}
     for name in BENCHMARKS:
         bp = be.add_parser(name, help=bench_help[name], description=bench_help[name])
         _add_preset(bp)
@@ -660,6 +706,8 @@ def _add_bench_subcommands(bench: argparse.ArgumentParser) -> None:
         bp.add_argument("--batch", type=_positive_int, default=None, help="batch size (default: the preset's)")
         bp.add_argument("--out", default=None,
                         help="output JSON (default: runs/bench/...; `make reproduce` writes results/bench/)")
+        if name == "step":
+            _add_step_arguments(bp)
         if name != "memory":
             bp.add_argument("--repeats", type=_positive_int, default=None,
                             help="timed repetitions (default: the preset's)")
