@@ -485,14 +485,24 @@ def _timed_step(model, opt, x, ids, preset: Preset, options: TrainOptions, b: in
             "anderson_iterations": sum(result.iterations.tolist()) / len(result.iterations)}
 
 
-def _norm_seconds(model, repeats: int = 5) -> float:
-    """Seconds of one normalisation of every spectral layer (done at every evaluation of T in training)."""
+def _norm_seconds(model, evaluations: float, repeats: int = 3) -> float:
+    """Seconds spent normalising the spectral layers in one step of ``evaluations`` evaluations
+    of T: the first evaluation after the optimiser's update (in certified mode it carries the
+    Fourier power step), then the others at their own cost."""
     layers = model.f.spectral_layers() if hasattr(model.f, "spectral_layers") else []
-    t0 = time.perf_counter()
-    for _ in range(repeats):
-        for layer in layers:
-            layer.current_sigma()
-    return (time.perf_counter() - t0) / repeats
+    first = later = 0.0
+    with torch.no_grad():
+        for _ in range(repeats):
+            for layer in layers:
+                layer.weight.add_(0.0)  # a new weight version, as after opt.step()
+            t0 = time.perf_counter()
+            for layer in layers:
+                layer.current_sigma()
+            t1 = time.perf_counter()
+            for layer in layers:
+                layer.current_sigma()
+            first, later = first + t1 - t0, later + time.perf_counter() - t1
+    return (first + (evaluations - 1) * later) / repeats
 
 
 def _convolution_seconds(model, opt, x, ids, preset, options, device) -> tuple[float, float]:
@@ -554,7 +564,7 @@ def bench_step(preset: Preset, options: TrainOptions, device: str = "cpu", threa
         conv, profiled_wall = _convolution_seconds(model, opt, x, ids, preset, options, device)
         step = sum(median.values())
         rows.append({"threads": n_threads, "step_seconds": step, "parts_seconds": median,
-                     "norm_estimation_seconds": _norm_seconds(model) * evaluations,
+                     "norm_estimation_seconds": _norm_seconds(model, evaluations),
                      "evaluations_of_T": evaluations,
                      "anderson_iterations": statistics.median(s["anderson_iterations"] for s in steps),
                      "checkpoint_seconds": ckpt, "convolution_seconds": conv,
