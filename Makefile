@@ -16,7 +16,7 @@ export JFB_PRESET ?= fast
 export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
 .PHONY: help install sync check-sync notebooks lab book book-strict \
-        pytest nbval test clean reproduce train128 train128-ift publish128 eval128 eval128-s1 \
+        pytest nbval test clean reproduce train128 train128-ift train128-certified profile128 publish128 eval128 eval128-s1 \
         eval128-s5 tight128 tv128 pnp128
 
 help:
@@ -184,6 +184,28 @@ train128: $(STAMP)
 	  $(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 128 --out "$(CACHE128)")
 	$(BIN)/python -m jfb_core train $(TRAIN128) --blur 9x9_var5 --epochs 1 --max-steps 200 --grad-mode jfb \
 	  --out $(RUNS128)/celeba128_9x9_var5_cpl_jfb
+
+# The certified 128-px JFB run (chapter 6's profile, issue of certification): crops of 64, the
+# stored norms calibrated to their Fourier bound at every checkpoint and evaluation, validation
+# on the last 64 training images; warm-started from the committed 200-step run. About 4.5 s per
+# step on one thread here (results/bench/step_profile_128px_cpu.json); re-run to resume.
+TRAIN128C = --preset fast --size 128 --data-cache $(CACHE128) --n-train 7936 --eval-split val --n-eval 64 \
+	--arch cpl --depth 6 --width 32 --rho 0.05 --data-step proximal --skip --lipschitz 0.99 --pretrain-epochs 0 \
+	--lr 1e-3 --eval-every 100 --checkpoint-every 25 --channels-last --threads $(or $(THREADS),1) --crop 64 \
+	--certify --resume
+
+train128-certified: $(STAMP)
+	@test -f "$(CACHE128)" || (test -n "$(CELEBA)" || (echo "usage: make train128-certified CELEBA=/path/to/celeba"; \
+	  exit 2); $(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 128 --out "$(CACHE128)")
+	$(BIN)/python -m jfb_core train $(TRAIN128C) --blur 9x9_var5 --epochs 8 --grad-mode jfb \
+	  --init-from results/train/celeba128_9x9_var5_cpl_jfb/checkpoint.pt --out $(RUNS128)/c128_certified_jfb
+
+# Where the time of the certified 128-px step goes (1 and 2 threads; keep the CPU otherwise idle)
+profile128: $(STAMP)
+	@test -f "$(CACHE128)" || (test -n "$(CELEBA)" || (echo "usage: make profile128 CELEBA=/path/to/celeba"; exit 2); \
+	  $(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 128 --out "$(CACHE128)")
+	$(BIN)/python -m jfb_core bench step --run results/train/celeba128_9x9_var5_cpl_jfb/checkpoint.pt --crop 64 \
+	  --certify --data-cache $(CACHE128) --thread-counts 1,2 --repeats 3 --out results/bench/step_profile_128px_cpu.json
 
 # Publish and score the 128-px runs: slim checkpoints (no optimiser state, no power vectors:
 # the same outputs, under 1 MB) and logs into results/train/, then the evaluations of chapter 7:

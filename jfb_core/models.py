@@ -244,10 +244,15 @@ class SpectralConv2d(nn.Module):
     def fit_to(self, size: tuple[int, ...]) -> None:
         """Before a forward pass on ``size`` images: the norm of a zero-padded convolution grows
         with the image, so the estimate is always made on the largest input seen (in certified
-        mode: the stored norm is certified again at that size, tracking stays where it was)."""
-        if self.fvec.numel():
+        mode: the stored norm is certified again at that size, tracking stays where it was; a
+        certified layer without its tracking vectors, as published, is raised to the Fourier bound)."""
+        if self.certified.any() and (self.fvec.numel() or not self.training):
             if any(s > t for s, t in zip(size, self.certified.tolist())):
-                self.calibrate(tuple(size), track=tuple(int(g) - self.kernel_size + 1 for g in self.grid))
+                if self.fvec.numel():
+                    self.calibrate(tuple(size), track=tuple(int(g) - self.kernel_size + 1 for g in self.grid))
+                else:
+                    self.sigma = _round_up(self.sigma, conv_norm_upper(self.weight, tuple(size)))
+                    self.certified = torch.tensor(size, dtype=torch.long, device=self.certified.device)
         elif self.u.dim() != 4 or any(s > t for s, t in zip(size, self.u.shape[-2:])):
             self.certify(tuple(size))
 

@@ -774,17 +774,21 @@ def slim_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str],
     stored ``sigma``, so the slim checkpoint gives the same outputs as the full one.
 
     ``keep_power_vectors=False`` stores each as a zero of its shape (a single stored number:
-    at 128 px the vectors are most of the file). The network still scores with the stored
-    ``sigma``, so its outputs are the same; training from such a file restarts the power
-    iteration from a random vector."""
+    at 128 px the vectors are most of the file) and drops the Fourier tracking vectors of a
+    certified run (``fvec``). The network still scores with the stored ``sigma`` (certified up
+    to the size recorded in ``certified``), so its outputs are the same; training from such a
+    file restarts the power iteration from a random vector, or with ``certify`` the tracking
+    from the exact singular vectors."""
     ckpt = read_checkpoint(src)
     ckpt.pop("optimizer", None)
     for key in ("model", "denoiser"):
         state = ckpt.get(key)
         if state:
             is_u = lambda k: k == "u" or k.endswith(".u")  # noqa: E731
+            is_f = lambda k: k == "fvec" or k.endswith(".fvec")  # noqa: E731
             ckpt[key] = {k: (v.half() if keep_power_vectors else torch.zeros((), dtype=torch.float16).expand(v.shape))
-                         if is_u(k) else v for k, v in state.items()}
+                         if is_u(k) else (v[:0] if is_f(k) and not keep_power_vectors else v)
+                         for k, v in state.items()}
     return save_atomic(ckpt, dst)
 
 

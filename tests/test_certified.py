@@ -129,3 +129,22 @@ def test_certified_training_with_crops_resumes_exactly_and_saves_certified_norms
         assert layer.fvec.numel() and float(layer.sigma) >= conv_norm_upper(layer.weight, size)
     log = json.loads((part / "log.json").read_text())
     assert log["calibrations"] and all(c["drift"] >= 1 - 1e-6 for c in log["calibrations"])
+
+
+def test_a_slim_certified_checkpoint_scores_the_same_and_stays_certified_on_larger_images(tmp_path):
+    from jfb_core.train import slim_checkpoint
+
+    torch.set_num_threads(1)
+    preset = _preset(epochs=1, arch="cpl")
+    train(preset, TrainOptions(n_eval=4, certify=True, crop=8), tmp_path / "run")
+    slim = slim_checkpoint(tmp_path / "run" / "checkpoint.pt", tmp_path / "slim.pt", keep_power_vectors=False)
+    full, _ = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    thin, _ = load_checkpoint(slim)
+    assert all(layer.fvec.numel() == 0 and layer.certified.tolist() == [16, 16] for layer in thin.f.spectral_layers())
+    x = torch.rand(2, 3, 16, 16)
+    full.eval(), thin.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(thin.f(x), full.f(x), rtol=0, atol=0)
+        thin.f(torch.rand(1, 3, 24, 24))  # larger than certified: raised to the bound there
+    for layer in thin.f.spectral_layers():
+        assert layer.certified.tolist() == [24, 24] and float(layer.sigma) >= conv_norm_upper(layer.weight, (24, 24))
