@@ -100,3 +100,28 @@ def test_the_comparison_figure_draws_every_method_of_every_result_from_its_numbe
     assert len([ln for ln in mem.get_lines()]) == 4
     with pytest.raises(ValueError):
         plot_backward_comparison({})
+
+
+def test_bench_step_times_a_runs_own_step_in_parts(tmp_path, capsys):
+    """A run's own step, timed in parts at two thread counts: the parts add up to the step, the
+    profile saw convolutions, and the normalisation time lies within the solve and backward."""
+    from jfb_core.cli import main
+    from jfb_core.train import TrainOptions, train
+
+    preset = get_preset("fast", image_size=16, depth=2, width=4, n_train=8, n_test=4, batch_size=2,
+                        pretrain_epochs=0, epochs=1, arch="cpl", max_iter=10)
+    run = tmp_path / "run"
+    train(preset, TrainOptions(n_eval=2), run)
+    out = tmp_path / "step.json"
+    assert main(["bench", "step", "--run", str(run / "checkpoint.pt"), "--crop", "8", "--certify",
+                 "--thread-counts", "1,2", "--repeats", "2", "--warmup", "0", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["image_size"] == 16 and result["crop"] == 8 and result["certify"] and result["batch"] == 2
+    assert [r["threads"] for r in result["rows"]] == [1, 2]
+    for r in result["rows"]:
+        assert r["step_seconds"] == pytest.approx(sum(r["parts_seconds"].values()))
+        assert set(r["parts_seconds"]) == {"data", "forward_solve", "backward", "optimiser", "checkpoint"}
+        assert 0 < r["convolution_seconds"] <= r["profiled_step_wall_seconds"]
+        assert r["evaluations_of_T"] >= 2 and len(r["steps"]) == 2
+        assert 0 < r["norm_estimation_seconds"] < r["parts_seconds"]["forward_solve"] + r["parts_seconds"]["backward"]
+    assert result["network"]["arch"] == "cpl" and result["provenance"]["config"]["image_size"] == 16
