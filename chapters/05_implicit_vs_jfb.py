@@ -47,7 +47,7 @@ import torch
 from jfb_core.bench import bench_backward
 from jfb_core.config import get_preset
 from jfb_core.data import bundled_images, measure
-from jfb_core.gradients import IFT
+from jfb_core.gradients import IFT, make_backward
 from jfb_core.models import DEGRAD, DnCNN, lipschitz_power
 from jfb_core.operators import blur_from_setting, conjugate_gradient
 from jfb_core.provenance import find_results_dir
@@ -128,14 +128,21 @@ print(f"preset {preset.name}: {preset.image_size}x{preset.image_size} images, ne
 # (`jfb_core.gradients.adjoint_solve_cg_normal`). Below, the right-hand side $(I - J)g$, the
 # paper's $J^\top g$ and $Jg$ (the identity dropped, without the transpose) are each used in CG
 # on (3.10b) and compared with the truth, on a problem small enough to form $J$ densely.
+#
+# The same function then updates with more than its implicit gradient. After
+# `Txstar.backward(normal_eq_sol)` (line 214) it evaluates the loss again and calls `loss.backward()`
+# (line 216) before `optimizer.step()`, so the JFB direction is added to the gradient already
+# accumulated: its step is that IFT direction plus JFB's. Its CG runs with `atol=1e-3` and
+# `maxiter=50` (lines 208–209), and when CG has not converged (`if info['optimal']:`, line 212) the
+# step makes no update at all.
 
 # %%
 def tiny_model(mode="ift", seed=0, **kw):
     """A float64 DE-GRAD small enough for a dense Jacobian (3 x 6 x 6 = 108 unknowns)."""
     torch.manual_seed(seed)
     f = DnCNN(depth=3, channels=4, lipschitz=0.9).double()
-    return DEGRAD(blur_from_setting("5x5_s1"), f, eta=0.45, tol=1e-13, max_iter=500, grad_mode=mode,
-                  backward_tol=1e-13, backward_max_iter=5000, **kw).double().eval()
+    return DEGRAD(blur_from_setting("5x5_s1"), f, eta=0.45, tol=1e-13, max_iter=500,
+                  backward=make_backward(mode, tol=1e-13, max_iter=5000, **kw)).double().eval()
 
 
 def grad_and_stats(model, d, x):
@@ -429,8 +436,8 @@ d_b = measure(A, x_b, preset.noise_std, seed=preset.seed)
 def fast_model(lip, eta, seed, mode="ift"):
     torch.manual_seed(seed)
     f = DnCNN(preset.depth, preset.width, lipschitz=lip)
-    return DEGRAD(A, f, eta=eta, m=preset.anderson_m, tol=1e-5, max_iter=500, grad_mode=mode,
-                  backward_tol=1e-5, backward_max_iter=3000).eval()
+    return DEGRAD(A, f, eta=eta, m=preset.anderson_m, tol=1e-5, max_iter=500,
+                  backward=make_backward(mode, tol=1e-5, max_iter=3000)).eval()
 
 
 rows = []
