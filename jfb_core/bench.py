@@ -19,7 +19,7 @@ import torch
 from jfb_core.config import Preset
 from jfb_core.data import bundled_images, CelebAFolder, load_cache, measure, random_crops
 from jfb_core.errors import UserError
-from jfb_core.gradients import Backward, make_backward
+from jfb_core.gradients import Backward, IFT, make_backward, Neumann
 from jfb_core.models import build_model, calibrate_norms
 from jfb_core.regularizers import tv_grad, tv_lipschitz
 from jfb_core.solvers import anderson, fixed_point
@@ -351,10 +351,45 @@ def _time_training_step(base, backward: Backward, d, x, lr: float, warmup: int, 
     }
 
 
+def _backward_row(preset: Preset, A, size: int, batch: int, data: str | None, device: str, forward_iters: int,
+                  methods: tuple[str, ...], backward_options: dict, lr: float, warmup: int, repeats: int,
+                  say: Callable[[str], None]):
+    """One image size of :func:`bench_backward`: ``(row, image source, the timed base model)``."""
+    x, source = _bench_batch(size, batch, preset.seed, data, device)
+    d = measure(A, x, preset.noise_std, seed=preset.seed)
+    torch.manual_seed(preset.seed)
+    base = build_model(preset, device, tol=1e-30, max_iter=forward_iters)
+    base.eval()
+    with torch.no_grad():
+        base(d)  # certify the spectral norms at this size once, before copying
+    base.train()
+    # the floor: one forward + backward of T at a point, with the same graph as JFB
+    z_fixed = base.solve(d).z
+
+    def t_pass() -> None:
+        base.zero_grad(set_to_none=True)
+        ((base.T(z_fixed, d) - x) ** 2).mean().backward()
+
+    t_T = statistics.median(timed(t_pass, device, repeats=repeats, warmup=warmup))
+    row = {"size": size, "t_T_forward_backward": t_T, "methods": {}}
+    for name in methods:
+        mode, solver, _ = BACKWARD_METHODS[name]
+        backward = make_backward(mode, solver=solver, **backward_options)
+        row["methods"][name] = _time_training_step(base, backward, d, x, lr, warmup, repeats, t_T, device)
+        med = {k: row["methods"][name][f"{k}_median"] for k in ("forward", "backward", "optimizer", "step")}
+        say(f"size {size:4d} {name:>8}: step {med['step'] * 1e3:9.1f} ms (forward {med['forward'] * 1e3:8.1f}, "
+            f"backward {med['backward'] * 1e3:8.1f}, optimizer {med['optimizer'] * 1e3:6.1f}), "
+            f"backward iterations {row['methods'][name]['backward_iterations_median']:g}")
+    if "jfb" in row["methods"]:
+        jfb_step = row["methods"]["jfb"]["step_median"]
+        row["step_ratio_to_jfb"] = {k: v["step_median"] / jfb_step for k, v in row["methods"].items()}
+    return row, source, base
+
+
 def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] | None = None,
                    batch: int | None = None, repeats: int | None = None, warmup: int = 2,
                    forward_iters: int = 20, methods: tuple[str, ...] = ("jfb", "ift_cg", "ift_fp"),
-                   backward_tol: float = 1e-4, backward_max_iter: int = 200, neumann_k: int = 5,
+                   backward_tol: float = IFT.tol, backward_max_iter: int = IFT.max_iter, neumann_k: int = Neumann.k,
                    data: str | None = None, lr: float = 1e-5,
                    progress: Callable[[str], None] | None = None,
                    on_row: Callable[[list], None] | None = None) -> dict:
@@ -387,35 +422,9 @@ def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] |
     A = preset.blur_operator()
     rows, source = [], ""
     for size in sizes:
-        x, source = _bench_batch(size, batch, preset.seed, data, device)
-        d = measure(A, x, preset.noise_std, seed=preset.seed)
-        torch.manual_seed(preset.seed)
-        base = build_model(preset, device, tol=1e-30, max_iter=forward_iters)
-        base.eval()
-        with torch.no_grad():
-            base(d)  # certify the spectral norms at this size once, before copying
-        base.train()
-        # the floor: one forward + backward of T at a point, with the same graph as JFB
-        z_fixed = base.solve(d).z
-
-        def t_pass() -> None:
-            base.zero_grad(set_to_none=True)
-            ((base.T(z_fixed, d) - x) ** 2).mean().backward()
-
-        t_T = statistics.median(timed(t_pass, device, repeats=repeats, warmup=warmup))
-        row = {"size": size, "t_T_forward_backward": t_T, "methods": {}}
-        for name in methods:
-            mode, solver, _ = BACKWARD_METHODS[name]
-            backward = make_backward(mode, solver=solver, tol=backward_tol, max_iter=backward_max_iter,
-                                     neumann_k=neumann_k)
-            row["methods"][name] = _time_training_step(base, backward, d, x, lr, warmup, repeats, t_T, device)
-            med = {k: row["methods"][name][f"{k}_median"] for k in ("forward", "backward", "optimizer", "step")}
-            say(f"size {size:4d} {name:>8}: step {med['step'] * 1e3:9.1f} ms (forward {med['forward'] * 1e3:8.1f}, "
-                f"backward {med['backward'] * 1e3:8.1f}, optimizer {med['optimizer'] * 1e3:6.1f}), "
-                f"backward iterations {row['methods'][name]['backward_iterations_median']:g}")
-        if "jfb" in row["methods"]:
-            jfb_step = row["methods"]["jfb"]["step_median"]
-            row["step_ratio_to_jfb"] = {k: v["step_median"] / jfb_step for k, v in row["methods"].items()}
+        row, source, base = _backward_row(preset, A, size, batch, data, device, forward_iters, methods,
+                                          dict(tol=backward_tol, max_iter=backward_max_iter, neumann_k=neumann_k),
+                                          lr, warmup, repeats, say)
         rows.append(row)
         if on_row is not None:
             on_row(rows)
@@ -428,10 +437,6 @@ def bench_backward(preset: Preset, device: str = "cpu", sizes: tuple[int, ...] |
                               "part (work vectors of the adjoint solve are not included); cuda_peak_bytes: peak "
                               "CUDA allocation above the step's starting allocation (GPU only)",
             "rows": rows}
-
-
-__all__ = ["BACKWARD_METHODS", "SavedTensorMeter", "bench_backward", "bench_memory", "bench_solvers", "plot_backward",
-           "plot_backward_comparison", "synchronize", "timed", "tv_fixed_point_map"]
 
 
 # --------------------------------------------------------------------------- the training step
@@ -580,3 +585,7 @@ def bench_step(preset: Preset, options: TrainOptions, device: str = "cpu", threa
             "parts": {"data": "batch from memory, crops, measurement", "forward_solve": "Anderson under no_grad",
                       "backward": "the recorded application of T, the loss and loss.backward()",
                       "optimiser": "Adam step", "checkpoint": "calibration and torch.save, per step"}}
+
+
+__all__ = ["BACKWARD_METHODS", "STEP_PARTS", "SavedTensorMeter", "bench_backward", "bench_memory", "bench_solvers",
+           "bench_step", "plot_backward", "plot_backward_comparison", "synchronize", "timed", "tv_fixed_point_map"]

@@ -27,6 +27,7 @@ from jfb_core.data import bundled_images, CelebAFolder, prepare_celeba, readable
 from jfb_core.errors import UserError
 from jfb_core.evaluate import (CLASSICAL_METHODS, ClassicalSettings, degrad_method, evaluate_classical, format_weight,
     LearnedMethod, plot_grid, pnp_method, Split)
+from jfb_core.gradients import IFT, Neumann, Unrolled
 from jfb_core.models import certify_stored_norms, lipschitz_certificate
 from jfb_core.paper import paper_run
 from jfb_core.provenance import check_writable, environment_info, provenance, write_json
@@ -305,6 +306,59 @@ def _learned_methods(args: argparse.Namespace, preset, methods: list[str]) -> di
 BENCHMARKS = ("solvers", "memory", "backward", "step")
 
 
+def _bench_backward(args: argparse.Namespace, preset, device: str, out: str) -> dict:
+    """``bench backward``: run it, keeping the rows so far in ``OUT.partial``, and print the ratios."""
+    print(f"bench backward: preset {preset.name}, device {device}", file=sys.stderr, flush=True)
+    sizes = number_list(args.sizes, "--sizes", int) if args.sizes else None
+    if args.size:
+        sizes = (args.size,)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    t0 = time.perf_counter()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    partial = out + ".partial"
+
+    def save_partial(rows_so_far: list) -> None:
+        # a long benchmark loses at most one image size when interrupted
+        write_json(partial, {"complete": False, "rows": rows_so_far,
+                             "provenance": provenance(config=preset.to_dict(), device=device)})
+
+    result = bench.bench_backward(preset, device=device, sizes=sizes, batch=args.batch, repeats=args.repeats,
+                                  warmup=args.warmup, forward_iters=args.forward_iters, methods=methods,
+                                  backward_tol=args.backward_tol, backward_max_iter=args.backward_max_iter,
+                                  data=args.data, on_row=save_partial,
+                                  progress=lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}",
+                                                           file=sys.stderr, flush=True))
+    if os.path.exists(partial):
+        os.remove(partial)
+    for r in result["rows"]:
+        ratios = ", ".join(f"{k}/jfb {v:.2f}" for k, v in r.get("step_ratio_to_jfb", {}).items() if k != "jfb")
+        jfb = r["methods"].get("jfb")
+        floor = f"; JFB backward = {jfb['backward_over_t_T']:.2f} x (T fwd+bwd)" if jfb else ""
+        print(f"size {r['size']:4d}: {ratios}{floor}")
+    return result
+
+
+def _bench_step(args: argparse.Namespace, preset, device: str):
+    """``bench step``: the profiled preset (a run's own with ``--run``) and the result, printed."""
+    preset, options = _step_setup(args, preset)
+    print(f"bench step: {preset.image_size} px, crop {options.crop}, certify {options.certify}, device {device}",
+          file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    result = bench.bench_step(preset, options, device=device,
+                              threads=number_list(args.thread_counts, "--thread-counts", int),
+                              repeats=args.repeats or 3, warmup=args.warmup,
+                              checkpoint_every=args.checkpoint_every,
+                              progress=lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}",
+                                                       file=sys.stderr, flush=True))
+    for r in result["rows"]:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in r["parts_seconds"].items())
+        print(f"{r['threads']} thread(s): step {r['step_seconds']:.2f} s ({parts}); norms "
+              f"{r['norm_estimation_seconds']:.2f} s within; convolutions {r['convolution_seconds']:.2f} s "
+              f"({r['step_over_convolutions']:.2f}x)")
+    return preset, result
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     device = check_device(args.device or ("cuda" if preset.device == "cuda" else "cpu"))
@@ -325,50 +379,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         for r in result["rows"]:
             print(f"{r['mode']:>9} K={r['iterations']:4d}: {r['saved_bytes'] / 2**20:9.2f} MiB saved for backward")
     elif args.which == "backward":
-        print(f"bench backward: preset {preset.name}, device {device}", file=sys.stderr, flush=True)
-        sizes = number_list(args.sizes, "--sizes", int) if args.sizes else None
-        if args.size:
-            sizes = (args.size,)
-        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-        t0 = time.perf_counter()
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        partial = out + ".partial"
-
-        def save_partial(rows_so_far: list) -> None:
-            # a long benchmark loses at most one image size when interrupted
-            write_json(partial, {"complete": False, "rows": rows_so_far,
-                                 "provenance": provenance(config=preset.to_dict(), device=device)})
-
-        result = bench.bench_backward(preset, device=device, sizes=sizes, batch=args.batch, repeats=args.repeats,
-                                      warmup=args.warmup, forward_iters=args.forward_iters, methods=methods,
-                                      backward_tol=args.backward_tol, backward_max_iter=args.backward_max_iter,
-                                      data=args.data, on_row=save_partial,
-                                      progress=lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}",
-                                                               file=sys.stderr, flush=True))
-        if os.path.exists(partial):
-            os.remove(partial)
-        for r in result["rows"]:
-            ratios = ", ".join(f"{k}/jfb {v:.2f}" for k, v in r.get("step_ratio_to_jfb", {}).items() if k != "jfb")
-            jfb = r["methods"].get("jfb")
-            floor = f"; JFB backward = {jfb['backward_over_t_T']:.2f} x (T fwd+bwd)" if jfb else ""
-            print(f"size {r['size']:4d}: {ratios}{floor}")
+        result = _bench_backward(args, preset, device, out)
     elif args.which == "step":
-        preset, options = _step_setup(args, preset)
-        print(f"bench step: {preset.image_size} px, crop {options.crop}, certify {options.certify}, device {device}",
-              file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        result = bench.bench_step(preset, options, device=device,
-                                  threads=number_list(args.thread_counts, "--thread-counts", int),
-                                  repeats=args.repeats or 3, warmup=args.warmup,
-                                  checkpoint_every=args.checkpoint_every,
-                                  progress=lambda m: print(f"[{time.perf_counter() - t0:7.1f} s] {m}",
-                                                           file=sys.stderr, flush=True))
-        for r in result["rows"]:
-            parts = ", ".join(f"{k} {v:.2f}" for k, v in r["parts_seconds"].items())
-            print(f"{r['threads']} thread(s): step {r['step_seconds']:.2f} s ({parts}); norms "
-                  f"{r['norm_estimation_seconds']:.2f} s within; convolutions {r['convolution_seconds']:.2f} s "
-                  f"({r['step_over_convolutions']:.2f}x)")
+        preset, result = _bench_step(args, preset, device)
     result["provenance"] = provenance(config=preset.to_dict(), device=device)
     write_json(out, result)
     print(f"wrote {out}")
@@ -551,11 +564,11 @@ def _add_train_arguments(tr: argparse.ArgumentParser) -> None:
                          "(chapter 6; default: the preset's, dncnn)")
     tr.add_argument("--skip", action=argparse.BooleanOptionalAction, default=None,
                     help="f = c + eps (alpha (x - c) + (1 - alpha) g(x - c)) with a 1-Lipschitz g (chapter 6)")
-    tr.add_argument("--neumann-k", type=_nonnegative_int, default=5)
-    tr.add_argument("--unroll-k", type=_positive_int, default=20)
-    tr.add_argument("--backward-tol", type=_positive_float, default=1e-4)
-    tr.add_argument("--backward-max-iter", type=_positive_int, default=200)
-    tr.add_argument("--backward-solver", choices=IFT_SOLVERS, default="fixed_point",
+    tr.add_argument("--neumann-k", type=_nonnegative_int, default=Neumann.k)
+    tr.add_argument("--unroll-k", type=_positive_int, default=Unrolled.k)
+    tr.add_argument("--backward-tol", type=_positive_float, default=IFT.tol)
+    tr.add_argument("--backward-max-iter", type=_positive_int, default=IFT.max_iter)
+    tr.add_argument("--backward-solver", choices=IFT_SOLVERS, default=IFT.solver,
                     help="IFT's adjoint solver: fixed_point or anderson (the forward solvers on w = g + J^T w) "
                          "or cg_normal (CG on the normal equations, the paper's route)")
     tr.add_argument("--n-eval", type=_positive_int, default=64,
@@ -717,9 +730,9 @@ def _add_bench_subcommands(bench: argparse.ArgumentParser) -> None:
                             help="comma-separated methods among " + ", ".join(BACKWARD_METHODS))
             bp.add_argument("--forward-iters", type=_positive_int, default=20,
                             help="Anderson iterations of every forward solve (the same for all methods)")
-            bp.add_argument("--backward-tol", type=_positive_float, default=1e-4,
+            bp.add_argument("--backward-tol", type=_positive_float, default=IFT.tol,
                             help="relative tolerance of the adjoint solve")
-            bp.add_argument("--backward-max-iter", type=_positive_int, default=200,
+            bp.add_argument("--backward-max-iter", type=_positive_int, default=IFT.max_iter,
                             help="iteration cap of the adjoint solve")
             bp.add_argument("--data", default=None, help="CelebA folder for the fixed batch (default: bundled images)")
             bp.add_argument("--warmup", type=_nonnegative_int, default=2,

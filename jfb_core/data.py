@@ -349,6 +349,18 @@ def random_crops(x: torch.Tensor, size: int, seed: int) -> torch.Tensor:
 
 # ---------------------------------------------------------------------- compact cache
 
+def _check_cache_out(out: Path, overwrite: bool) -> Path:
+    """``out`` if a cache may be written there (before any image is decoded), else a :class:`UserError`."""
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name such as {out / 'celeba.pt'}")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; remove it, choose another --out, or pass --force to replace it")
+    existing = next((q for q in out.parents if q.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {out}: {existing} is not a writable folder")
+    return out
+
+
 def prepare_celeba(root: str | os.PathLike[str] | None, out: str | os.PathLike[str], size: int = 128,
                    subset: str = "paper", splits: Sequence[str] = ("train", "test"),
                    limit: int | None = None, progress=None, overwrite: bool = False,
@@ -375,14 +387,7 @@ def prepare_celeba(root: str | os.PathLike[str] | None, out: str | os.PathLike[s
         raise UserError(f"encode must be one of {ENCODINGS} (or None for raw), got {encode!r}")
     if not 1 <= int(quality) <= 100:
         raise UserError(f"quality must be in 1..100, got {quality}")
-    out = Path(out)
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file name such as {out / 'celeba.pt'}")
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; remove it, choose another --out, or pass --force to replace it")
-    existing = next((q for q in out.parents if q.exists()), Path("."))
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write {out}: {existing} is not a writable folder")
+    out = _check_cache_out(Path(out), overwrite)
     datasets = {s: CelebAFolder(root, s, size=size, subset=subset, limit=limit) for s in splits}
     total = sum(len(ds) for ds in datasets.values())
     images, ids, index, skipped, done = [], [], {}, [], 0

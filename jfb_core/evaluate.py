@@ -124,6 +124,21 @@ def _summary(values: dict) -> dict:
             "psnr_std": None if one else float(p.std()), "ssim_std": None if one else float(s.std())}
 
 
+def _score_batch(x: torch.Tensor, d: torch.Tensor, recs: dict[str, Callable], weights: dict, per: dict,
+                 seconds: dict[str, float], kept: dict[str, list], room: int) -> None:
+    """Reconstruct one test batch with every method (in ``recs``' order) and add its scores,
+    its seconds and, while ``room > 0``, its first images to the running records."""
+    for m, rec in recs.items():
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            x_hat = rec(d, weights[m])
+        seconds[m] += time.perf_counter() - t0
+        if room > 0:
+            kept[m].append(x_hat[:room].cpu())
+        per[m]["psnr"] += psnr(x_hat, x, reduction="none").tolist()
+        per[m]["ssim"] += ssim(x_hat, x, reduction="none").tolist()
+
+
 def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_std: float,
                        val: tuple[list[int], torch.Tensor], test: Split, seed: int = 0,
                        settings: ClassicalSettings | None = None, device: str = "cpu",
@@ -142,8 +157,7 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
     settings = settings or ClassicalSettings()
     say = progress or (lambda msg: None)
     A = blur_from_setting(blur, channels=3, padding=padding)
-    val_ids, x_val = val
-    x_val = x_val.to(device)
+    val_ids, x_val = val[0], val[1].to(device)
     d_val = measure(A, x_val, noise_std, seed=seed, indices=val_ids)
     extra = extra or {}
     recs = {m: extra[m][0] if m in extra else make_reconstructor(m, A, settings) for m in methods}
@@ -151,10 +165,9 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
     grids.update({m: g for m, (_, g) in extra.items() if g is not None})
     kept: dict[str, list[torch.Tensor]] = {"truth": [], "measured": [], **{m: [] for m in methods}}
     weights, tuning = _tune(methods, recs, grids, d_val, x_val, say)
-    per = {m: {"psnr": [], "ssim": []} for m in methods}
+    per, seconds = {m: {"psnr": [], "ssim": []} for m in methods}, {m: 0.0 for m in methods}
     per_ids: list[int] = []
-    seconds = {m: 0.0 for m in methods}
-    measured = {"psnr": [], "ssim": []}
+    measured: dict[str, list[float]] = {"psnr": [], "ssim": []}
     for ids, x in test.images():
         x = x.to(device)
         d = measure(A, x, noise_std, seed=seed, indices=ids)
@@ -165,23 +178,15 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
         if room > 0:
             kept["truth"].append(x[:room].cpu())
             kept["measured"].append(d[:room].cpu())
-        for m in methods:
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                x_hat = recs[m](d, weights[m])
-            seconds[m] += time.perf_counter() - t0
-            if room > 0:
-                kept[m].append(x_hat[:room].cpu())
-            per[m]["psnr"] += psnr(x_hat, x, reduction="none").tolist()
-            per[m]["ssim"] += ssim(x_hat, x, reduction="none").tolist()
+        _score_batch(x, d, recs, weights, per, seconds, kept, room)
         say(f"{len(per_ids)} test images done")
     out = {m: asdict(MethodResult(method=m, weight=weights[m], seconds=seconds[m], tuning=tuning[m],
                                   per_image={k: [round(v, 4) for v in vals] for k, vals in per[m].items()},
                                   **_summary(per[m])))
            for m in methods}
     result = {
-        "blur": {"name": blur, "kernel_size": BLURS[blur].kernel_size, "sigma": BLURS[blur].sigma,
-                 "description": BLURS[blur].description, "padding": padding},
+        "blur": {"name": blur, **{k: getattr(BLURS[blur], k) for k in ("kernel_size", "sigma", "description")},
+                 "padding": padding},
         "noise_std": noise_std,
         "data_range": 1.0,
         "test": {"name": test.name, "n": len(per_ids), "size": test.size, "description": test.description,

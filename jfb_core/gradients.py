@@ -196,7 +196,7 @@ class IFT(_Hooked):
     """Eq. 3.10: ``w`` solves ``(I - J)^T w = g`` to relative residual ``tol`` with
     ``solver`` (one of ``IFT_SOLVERS``), at most ``max_iter`` iterations."""
 
-    tol: float = 1e-6
+    tol: float = 1e-4
     max_iter: int = 200
     solver: str = "fixed_point"
     name: ClassVar[str] = "ift"
@@ -220,7 +220,7 @@ class Unrolled(Backward):
     """No fixed point: ``k`` recorded plain steps of ``T`` from the starting point, and
     backpropagation through all of them."""
 
-    k: int = 50
+    k: int = 20
     name: ClassVar[str] = "unrolled"
 
     def __post_init__(self) -> None:
@@ -238,24 +238,27 @@ class Unrolled(Backward):
         return z, None, BackwardStats(mode=self.name, iterations=self.k)
 
 
-def make_backward(mode: str = "jfb", *, neumann_k: int = 5, unroll_k: int = 50, tol: float = 1e-6,
-                  max_iter: int = 200, solver: str = "fixed_point") -> Backward:
-    """The strategy for ``mode`` (one of ``GRAD_MODES``). Every option is checked, also
-    those only another mode uses (a mistyped solver fails even with ``mode="jfb"``), by
-    the strategy that uses it."""
-    strategies = {"jfb": JFB(), "neumann": Neumann(k=neumann_k), "unrolled": Unrolled(k=unroll_k),
-                  "ift": IFT(tol=tol, max_iter=max_iter, solver=solver)}
+def make_backward(mode: str = "jfb", *, neumann_k: int | None = None, unroll_k: int | None = None,
+                  tol: float | None = None, max_iter: int | None = None, solver: str | None = None) -> Backward:
+    """The strategy for ``mode`` (one of ``GRAD_MODES``); an option not given takes the
+    default of the strategy that owns it (:class:`Neumann`, :class:`Unrolled`, :class:`IFT`:
+    the only place each default is written). Every option is checked, also those only
+    another mode uses (a mistyped solver fails even with ``mode="jfb"``)."""
+    def given(**options):
+        return {k: v for k, v in options.items() if v is not None}
+
+    strategies = {"jfb": JFB(), "neumann": Neumann(**given(k=neumann_k)), "unrolled": Unrolled(**given(k=unroll_k)),
+                  "ift": IFT(**given(tol=tol, max_iter=max_iter, solver=solver))}
     if mode not in strategies:
         raise UserError(f"grad_mode must be one of {GRAD_MODES}, got {mode!r}")
     return strategies[mode]
 
 
-def attach(T: Map, z_star: torch.Tensor, mode: str = "jfb", neumann_k: int = 5, tol: float = 1e-6,
-           max_iter: int = 200, solver: str = "fixed_point") -> tuple[torch.Tensor, BackwardStats]:
+def attach(T: Map, z_star: torch.Tensor, mode: str = "jfb", **options) -> tuple[torch.Tensor, BackwardStats]:
     """One recorded application of ``T`` at the fixed point, whose backward uses ``mode``
-    (``jfb``, ``ift`` or ``neumann``): ``(T(z_star), stats)``, the statistics filled in
-    during the backward pass."""
-    return make_backward(mode, neumann_k=neumann_k, tol=tol, max_iter=max_iter, solver=solver).attach(T, z_star)
+    (``jfb``, ``ift`` or ``neumann``) with :func:`make_backward`'s ``options``:
+    ``(T(z_star), stats)``, the statistics filled in during the backward pass."""
+    return make_backward(mode, **options).attach(T, z_star)
 
 
 __all__ = ["Backward", "BackwardStats", "GRAD_MODES", "IFT", "IFT_SOLVERS", "JFB", "Neumann", "Unrolled",

@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from jfb_core.config import ACTIVATIONS, ARCHS, BATCHNORM_MODES, DATA_STEPS
-from jfb_core.gradients import Backward, BackwardStats, make_backward
+from jfb_core.gradients import Backward, BackwardStats, JFB, make_backward
 from jfb_core.operators import LinearOperator, shifted_normal_solve
 from jfb_core.solvers import SolverResult, anderson
 from jfb_core.errors import UserError
@@ -509,23 +509,21 @@ class DEGRAD(nn.Module):
     gradient with one application of ``T`` at the fixed point: the output is
     ``T(z_star, d)``, returned with its :class:`ForwardStats`; ``forward(d)`` (that is,
     ``model(d)``) returns the output alone. The backward pass is the strategy
-    ``self.backward`` (:mod:`jfb_core.gradients`), built from ``grad_mode`` and its
-    options: ``"jfb"`` (eq. 4.1, default), ``"ift"`` (exact implicit gradient, adjoint
-    equation solved to ``backward_tol`` by ``backward_solver``), ``"neumann"``
-    (``neumann_k`` extra terms, eq. 4.2) or ``"unrolled"`` (no solve: ``unroll_k``
-    recorded plain steps from ``A^T d``); :meth:`set_backward` replaces it.
+    ``backward`` (:func:`jfb_core.gradients.make_backward`, which owns every backward
+    default): JFB (eq. 4.1, the default), IFT (the exact implicit gradient, its adjoint
+    equation solved to a tolerance), Neumann (extra terms of eq. 4.2) or unrolled (no
+    solve: recorded plain steps from ``A^T d``); :meth:`set_backward` replaces it.
     ``data_step="proximal"`` replaces the explicit data step by the exact one of
     :meth:`T` (``eta = 1 / rho``; ``eta_raw`` is then a buffer, not a parameter).
     """
 
     def __init__(self, A: LinearOperator, f: DnCNN, eta: float = 0.4, m: int = 5, tol: float = 1e-3,
-                 max_iter: int = 50, lam: float = 1e-4, grad_mode: str = "jfb", neumann_k: int = 5,
-                 backward_tol: float = 1e-6, backward_max_iter: int = 200, backward_solver: str = "fixed_point",
-                 unroll_k: int = 50, rho: float = 1.0, data_step: str = "gradient", inner_tol: float = 1e-5,
-                 inner_max_iter: int = 300) -> None:
+                 max_iter: int = 50, lam: float = 1e-4, backward: Backward | None = None, rho: float = 1.0,
+                 data_step: str = "gradient", inner_tol: float = 1e-5, inner_max_iter: int = 300) -> None:
         super().__init__()
-        self.backward: Backward = make_backward(grad_mode, neumann_k=neumann_k, unroll_k=unroll_k, tol=backward_tol,
-                                                max_iter=backward_max_iter, solver=backward_solver)
+        self.backward: Backward = JFB() if backward is None else backward
+        if not isinstance(self.backward, Backward):
+            raise UserError(f"backward must be a strategy from jfb_core.gradients.make_backward, got {backward!r}")
         if A.padding not in ("zeros", "circular"):
             raise UserError("DE-GRAD needs a blur with zero or circular padding (so that L <= 1)")
         self.A, self.f = A, f
@@ -634,9 +632,7 @@ def build_model(preset, device: str = "cpu", *, backward: Backward | None = None
                      lipschitz=preset.lipschitz, skip=preset.skip, activation=preset.activation)
     model = DEGRAD(preset.blur_operator(), f, eta=preset.eta, m=preset.anderson_m,
                    tol=preset.tol if tol is None else tol, max_iter=preset.max_iter if max_iter is None else max_iter,
-                   rho=preset.rho, data_step=preset.data_step)
-    if backward is not None:
-        model.backward = backward
+                   rho=preset.rho, data_step=preset.data_step, backward=backward)
     if hasattr(f, "channels_last"):
         f.channels_last = channels_last
     return model.to(device)

@@ -150,6 +150,23 @@ def fixed_point(f: Map, z0: torch.Tensor, tol: float = 1e-3, max_iter: int = 100
 
 
 @torch.no_grad()
+def _anderson_weights(G: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weights ``alpha`` ``(b, m_k)`` minimising ``||G alpha||^2 + lam s ||alpha||^2`` subject to
+    ``sum(alpha) = 1`` for residual columns ``G`` ``(b, m_k, n)`` (float64), through the bordered
+    (KKT) system, with ``s = max(diag(G^T G))``; and ``solve_ex``'s info (non-zero: singular)."""
+    b, mk = G.shape[:2]
+    gram = G @ G.transpose(1, 2)  # (b, mk, mk)
+    gram_scale = gram.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(1e-300)
+    kkt = torch.zeros(b, mk + 1, mk + 1, dtype=torch.float64, device=G.device)
+    kkt[:, 0, 1:] = 1.0
+    kkt[:, 1:, 0] = 1.0
+    kkt[:, 1:, 1:] = gram + (lam * gram_scale).view(b, 1, 1) * torch.eye(mk, dtype=torch.float64, device=G.device)
+    rhs = torch.zeros(b, mk + 1, dtype=torch.float64, device=G.device)
+    rhs[:, 0] = 1.0
+    sol, info = torch.linalg.solve_ex(kkt, rhs)
+    return sol[:, 1:], info
+
+
 def anderson(f: Map, z0: torch.Tensor, m: int = 5, lam: float = 1e-4, beta: float = 1.0,
              tol: float = 1e-3, max_iter: int = 50, scale: torch.Tensor | None = None, **kwargs) -> SolverResult:
     """Anderson acceleration (Algorithm 3.1; Walker and Ni 2011), batched, per-sample stopping.
@@ -193,17 +210,8 @@ def anderson(f: Map, z0: torch.Tensor, m: int = 5, lam: float = 1e-4, beta: floa
             break
         track.iterations += track.active.long()
         mk = min(k, cols)  # columns available: x^0 .. x^(k-1), at most m + 1
-        G = (F[:, :mk] - X[:, :mk]).double()
-        gram = G @ G.transpose(1, 2)  # (b, mk, mk)
-        gram_scale = gram.diagonal(dim1=1, dim2=2).amax(dim=1).clamp_min(1e-300)
-        kkt = torch.zeros(b, mk + 1, mk + 1, dtype=torch.float64, device=x.device)
-        kkt[:, 0, 1:] = 1.0
-        kkt[:, 1:, 0] = 1.0
-        kkt[:, 1:, 1:] = gram + (lam * gram_scale).view(b, 1, 1) * torch.eye(mk, dtype=torch.float64, device=x.device)
-        rhs = torch.zeros(b, mk + 1, dtype=torch.float64, device=x.device)
-        rhs[:, 0] = 1.0
-        sol, info = torch.linalg.solve_ex(kkt, rhs)
-        alpha = sol[:, 1:].to(x.dtype)  # (b, mk)
+        alpha, info = _anderson_weights((F[:, :mk] - X[:, :mk]).double(), lam)
+        alpha = alpha.to(x.dtype)  # (b, mk)
         x_and = beta * torch.einsum("bi,bin->bn", alpha, F[:, :mk])
         if beta < 1:
             x_and = x_and + (1 - beta) * torch.einsum("bi,bin->bn", alpha, X[:, :mk])

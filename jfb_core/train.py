@@ -44,12 +44,12 @@ import torch
 from jfb_core.config import Preset
 from jfb_core.data import bundled_images, load_cache, measure, random_crops
 from jfb_core.errors import BadCheckpoint, RunLocked, UserError
-from jfb_core.gradients import Backward, make_backward
+from jfb_core.gradients import Backward, IFT, make_backward, Neumann, Unrolled
 from jfb_core.metrics import psnr
 from jfb_core import models
 from jfb_core.models import DEGRAD
 from jfb_core.provenance import environment_info, provenance, write_json
-from jfb_core.provenance import save_atomic as _save_atomic
+from jfb_core.provenance import save_atomic
 
 # configuration keys that must match for a checkpoint to be evaluated on a data setting
 DATA_KEYS = ("image_size", "channels", "blur", "padding", "noise_std")  # must match to evaluate a checkpoint
@@ -69,11 +69,12 @@ class TrainOptions:
     """What a training run adds to a preset."""
 
     grad_mode: str = "jfb"
-    neumann_k: int = 5
-    unroll_k: int = 20
-    backward_tol: float = 1e-4
-    backward_max_iter: int = 200
-    backward_solver: str = "fixed_point"
+    # the backward's options: their defaults are the strategies' own (jfb_core.gradients)
+    neumann_k: int = Neumann.k
+    unroll_k: int = Unrolled.k
+    backward_tol: float = IFT.tol
+    backward_max_iter: int = IFT.max_iter
+    backward_solver: str = IFT.solver
     pretrain_noise: float = 0.05
     n_eval: int = 64
     data_cache: str | None = None  # a file from ``prepare``; None: the preset's bundled images
@@ -379,10 +380,10 @@ class DivergenceGuard:
         return dataclasses.asdict(self)
 
 
-def save_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
+def save_checkpoint(obj: Any, path: str | os.PathLike[str]) -> Path:
     """:func:`jfb_core.provenance.save_atomic` of ``to_plain(obj)``: a checkpoint that loads with
     ``weights_only=True``."""
-    return _save_atomic(to_plain(obj), path)
+    return save_atomic(to_plain(obj), path)
 
 
 # --------------------------------------------------------------------------- loop
@@ -494,7 +495,7 @@ class RunState:
 
     def save(self, out_dir: Path, device: str) -> None:
         """The checkpoint, then the log that follows it; both atomic."""
-        save_atomic(self.checkpoint(device), out_dir / "checkpoint.pt")
+        save_checkpoint(self.checkpoint(device), out_dir / "checkpoint.pt")
         write_json(out_dir / "log.json", self.log_record(device))
         where = (f"epoch {self.epoch + 1}, batch {self.partial['batch']}" if self.partial is not None
                  else f"end of epoch {self.epoch}")
@@ -657,6 +658,43 @@ def _diverged(state: RunState, what: str, out_dir: Path, where: str) -> Training
                             f"a new run in another --out")
 
 
+def _train_step(state: RunState, net, preset: Preset, options: TrainOptions, xb: torch.Tensor, ids: list[int],
+                b: int, device: str, out_dir: Path):
+    """One step of Algorithm 4.1 on batch ``b`` of the epoch: ``(loss, forward stats, the images)``;
+    a :class:`TrainingDiverged` (the last good state kept) when the guard sees the run go wrong."""
+    model, epoch = state.model, state.epoch
+    if options.crop is not None:  # the same crops on resume: the generator is seeded by epoch and batch
+        xb = random_crops(xb, options.crop, seed=(preset.seed * 7919 + epoch) * 1_000_003 + b)
+    xb = xb.to(device)
+    d = measure(model.A, xb, preset.noise_std, seed=preset.seed, indices=ids)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=options.amp and device.startswith("cuda")):
+        out, stats = net(d, return_stats=True)
+    loss = ((out.float() - xb) ** 2).mean()
+    conv = stats.solve.converged_fraction if stats.solve is not None else None
+    why = state.guard.check(loss.item(), float(model.eta.detach()), float(model.rho.detach()), conv)
+    if why:
+        raise _diverged(state, why, out_dir, f"epoch {epoch + 1}, batch {b + 1}")
+    state.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    state.opt.step()
+    state.steps += 1
+    why = state.guard.check_parameters(float(model.eta.detach()), float(model.rho.detach()))
+    if why:
+        raise _diverged(state, why, out_dir, f"epoch {epoch + 1}, batch {b + 1}")
+    return loss, stats, xb
+
+
+def _curve_point(state: RunState, preset: Preset, options: TrainOptions, x_eval, id_eval, device: str,
+                 train_seconds: float) -> None:
+    """A point of the learning curve: the (certified) model scored on the held-out images."""
+    _calibrate(state, preset, options)
+    ev = evaluate_model(state.model, state.model.A, x_eval, id_eval, preset.noise_std, preset.seed + 1,
+                        preset.batch_size, device)
+    state.curve.append({"steps": state.steps, "train_seconds": train_seconds, "test_psnr": ev["psnr"],
+                        "test_loss": ev["loss"]})
+    state.model.train()
+
+
 def _train_epoch(state: RunState, net, preset: Preset, options: TrainOptions, data, out_dir: Path, device: str,
                  progress, rank: int, world: int) -> bool:
     """One epoch (or its rest, after a mid-epoch checkpoint); True when ``max_steps`` was reached."""
@@ -673,25 +711,8 @@ def _train_epoch(state: RunState, net, preset: Preset, options: TrainOptions, da
     hit_max = False
     for b in range(sums["batch"], len(batches)):
         idx = batches[b]
-        xb = x_train[idx]
-        if options.crop is not None:  # the same crops on resume: the generator is seeded by epoch and batch
-            xb = random_crops(xb, options.crop, seed=(preset.seed * 7919 + epoch) * 1_000_003 + b)
-        xb = xb.to(device)
-        d = measure(model.A, xb, preset.noise_std, seed=preset.seed, indices=[id_train[i] for i in idx])
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=options.amp and device.startswith("cuda")):
-            out, stats = net(d, return_stats=True)
-        loss = ((out.float() - xb) ** 2).mean()
-        conv = stats.solve.converged_fraction if stats.solve is not None else None
-        why = state.guard.check(loss.item(), float(model.eta.detach()), float(model.rho.detach()), conv)
-        if why:
-            raise _diverged(state, why, out_dir, f"epoch {epoch + 1}, batch {b + 1}")
-        state.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        state.opt.step()
-        state.steps += 1
-        why = state.guard.check_parameters(float(model.eta.detach()), float(model.rho.detach()))
-        if why:
-            raise _diverged(state, why, out_dir, f"epoch {epoch + 1}, batch {b + 1}")
+        loss, stats, xb = _train_step(state, net, preset, options, x_train[idx], [id_train[i] for i in idx],
+                                      b, device, out_dir)
         sums["total"] += loss.item() * len(xb)
         sums["count"] += len(xb)
         sums["batch"] = b + 1
@@ -707,12 +728,7 @@ def _train_epoch(state: RunState, net, preset: Preset, options: TrainOptions, da
                       "backward_iterations": sums["biters"][-1] if sums["biters"] else None})
         if options.eval_every and state.steps % options.eval_every == 0 and rank == 0:
             paused = time.perf_counter()  # evaluation time is not training time
-            _calibrate(state, preset, options)
-            ev = evaluate_model(model, model.A, x_eval, id_eval, preset.noise_std, preset.seed + 1,
-                                preset.batch_size, device)
-            state.curve.append({"steps": state.steps, "train_seconds": state.train_seconds + paused - t_epoch,
-                                "test_psnr": ev["psnr"], "test_loss": ev["loss"]})
-            model.train()
+            _curve_point(state, preset, options, x_eval, id_eval, device, state.train_seconds + paused - t_epoch)
             t_epoch += time.perf_counter() - paused
         if options.max_steps is not None and state.steps >= options.max_steps:
             hit_max = True
@@ -789,10 +805,10 @@ def slim_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str],
             ckpt[key] = {k: (v.half() if keep_power_vectors else torch.zeros((), dtype=torch.float16).expand(v.shape))
                          if is_u(k) else (v[:0] if is_f(k) and not keep_power_vectors else v)
                          for k, v in state.items()}
-    return save_atomic(ckpt, dst)
+    return save_checkpoint(ckpt, dst)
 
 
 __all__ = ["ConfigMismatch", "DATA_KEYS", "DivergenceGuard", "MODEL_KEYS", "RESUME_MAY_CHANGE", "RunLock", "RunState",
            "TrainOptions", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "build_model", "check_compatible",
            "config_changes", "evaluate_model", "load_cache", "load_checkpoint", "pretrain_denoiser", "read_checkpoint",
-           "load_weights", "run_config", "save_atomic", "slim_checkpoint", "split_config", "split_images", "to_plain", "train"]
+           "load_weights", "run_config", "save_checkpoint", "slim_checkpoint", "split_config", "split_images", "to_plain", "train"]

@@ -10,12 +10,11 @@ from jfb_core.models import DEGRAD, DnCNN
 from jfb_core.operators import blur_from_setting
 
 
-def _model(mode="ift", seed=0, eta=0.45, **kw):
+def _model(mode="ift", seed=0, eta=0.45, **options):
     torch.manual_seed(seed)
     f = DnCNN(depth=3, channels=4, lipschitz=0.9).double()
-    m = DEGRAD(blur_from_setting("5x5_s1"), f, eta=eta, tol=1e-13, max_iter=500, grad_mode=mode,
-               backward_tol=1e-13, backward_max_iter=2000, **kw).double().eval()
-    return m
+    backward = make_backward(mode, **{"tol": 1e-13, "max_iter": 2000, **options})
+    return DEGRAD(blur_from_setting("5x5_s1"), f, eta=eta, tol=1e-13, max_iter=500, backward=backward).double().eval()
 
 
 def _data(seed=0, size=6):
@@ -56,7 +55,7 @@ def test_ift_equals_backprop_through_many_unrolled_iterations():
 
 @pytest.mark.parametrize("solver", ["fixed_point", "anderson", "cg_normal"])
 def test_ift_equals_the_dense_adjoint_solve(solver):
-    model = _model("ift", backward_solver=solver)
+    model = _model("ift", solver=solver)
     x, d = _data(size=4)
     model.zero_grad(set_to_none=True)
     out, stats = model.run(d)
@@ -145,7 +144,7 @@ def test_the_adjoint_solve_meets_its_residual_per_sample_on_a_known_linear_map(m
 
 
 def test_anderson_adjoint_needs_fewer_products_than_plain_iteration_for_the_same_gradient():
-    model = _model("ift", backward_solver="fixed_point", eta=0.05)  # a slow contraction: 1 - eta (...)
+    model = _model("ift", solver="fixed_point", eta=0.05)  # a slow contraction: 1 - eta (...)
     x, d = _data()
     stats, grads = {}, {}
     for solver in ("fixed_point", "anderson"):
@@ -164,6 +163,14 @@ def test_the_backward_strategy_is_chosen_once_and_checks_its_options():
     assert isinstance(make_backward("jfb"), JFB) and make_backward("neumann", neumann_k=3) == Neumann(k=3)
     assert make_backward("ift", tol=1e-3, max_iter=7, solver="anderson") == IFT(1e-3, 7, "anderson")
     assert make_backward("unrolled", unroll_k=4) == Unrolled(k=4)
+    # one default per option, owned by its strategy, and training uses the same ones
+    from jfb_core.train import TrainOptions
+
+    options = TrainOptions()
+    assert make_backward("ift") == IFT() == IFT(options.backward_tol, options.backward_max_iter, options.backward_solver)
+    assert make_backward("unrolled") == Unrolled(options.unroll_k) and make_backward("neumann") == Neumann(options.neumann_k)
+    with pytest.raises(UserError, match="strategy"):
+        DEGRAD(blur_from_setting("5x5_s1"), DnCNN(depth=2, channels=2), backward="ift")
     model = _model("jfb")
     assert model.grad_mode == "jfb" and model.set_backward("unrolled", unroll_k=3) is model
     assert model.grad_mode == "unrolled" and model.backward == Unrolled(k=3)
@@ -173,7 +180,7 @@ def test_the_backward_strategy_is_chosen_once_and_checks_its_options():
         with pytest.raises(UserError):
             make_backward(**bad)
     with pytest.raises(UserError):
-        _model("jfb", backward_solver="typo")
+        _model("jfb", solver="typo")
 
 
 def test_unrolled_backpropagates_through_its_recorded_steps_from_the_start():
