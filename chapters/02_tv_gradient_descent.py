@@ -367,6 +367,63 @@ if not files:
     print("(no CelebA results found: run the command above)")
 
 # %% [markdown]
+# Four observations. First, on the paper's own test images and its Table 2 blur
+# (9×9, variance 5), a tuned TV scores about 2.4 dB *above* the paper's TV row in
+# PSNR, but about 0.04 *below* it in SSIM: the Table 2 row was not measured on
+# this data and blur, and the two metrics need not move together (TV's flat,
+# cartoon-like regions cost structural similarity on skin texture). With the 5×5,
+# $\sigma = 5$ blur of Gilton et al.'s public script (which may or may not be the one
+# behind the quoted row), TV is above the row in both metrics. Second,
+# its best weight sits at the lower edge of the tuning grid (flagged above), so a
+# wider grid could raise the TV number further; the same holds for the
+# flagged Tikhonov rows. Third, the blur settings give very different numbers for
+# the same method; a comparison across settings means nothing unless the setting
+# is stated. Fourth, these are PSNR values on $[0, 1]$; the paper's code computed
+# $-10\log_{10}(\mathrm{MSE})$ (`support/metrics.py`, commit `8604e65`, line 16) on images
+# normalised to $[-1, 1]$ (`scripts/script_fixlr.py`, commit `11bc6ff`, line 24), which reads 6.02 dB lower for the same
+# reconstruction (`jfb_core.metrics.psnr_from_minus_one_one_convention` converts).
+# Chapter 7 puts all of this side by side with the learned methods.
+#
+# ## Summary
+#
+# * Regularisation (3.2) trades data fit for plausibility; TV favours flat
+#   regions and sharp edges.
+# * Gradient descent (3.3) with $\eta \le 1/(L + 8\lambda/\delta)$ decreases the objective
+#   at every step; without a regulariser its iterates semi-converge.
+# * Weights are tuned on a validation split; the test split is used once.
+# * Our Tikhonov solver agrees with scikit-image's Wiener filter to rounding
+#   error, an independent check of the operator and the solver.
+#
+# ## Exercises
+#
+# 1. Show that $\|\nabla x\|^2 \le 8\|x\|^2$ for the forward-difference gradient
+#    (hint: $(a - b)^2 \le 2a^2 + 2b^2$). Why does the Lipschitz constant of
+#    $\nabla R_\delta$ scale as $1/\delta$?
+# 2. Rerun the semi-convergence experiment with `delta=1e-1`. What happens to the
+#    step size, and to the best PSNR?
+# 3. Tune the TV weight on the *test* split instead of the validation split and
+#    compare the test PSNR with the honest number. Is the difference large?
+#    Why is it still wrong to report it?
+#
+# ```{admonition} Solutions
+# :class: dropdown
+#
+# 1. $\|\partial_1 x\|^2 = \sum (x_{i,j+1} - x_{i,j})^2 \le \sum 2x_{i,j+1}^2 + 2x_{i,j}^2 \le 4\|x\|^2$,
+#    and the same for $\partial_2$, so $\|\nabla x\|^2 \le 8\|x\|^2$. The map
+#    $p \mapsto p/\sqrt{|p|^2 + \delta^2}$ has Lipschitz constant $1/\delta$ (its derivative
+#    at $p = 0$ is $I/\delta$), and $\nabla R_\delta = \nabla^\top \circ$ (that map) $\circ \nabla$,
+#    so its constant is at most $8/\delta$.
+# 2. The Lipschitz constant $L + 8\lambda/\delta$ drops, so the step grows and
+#    convergence is faster; the smoother TV rounds edges a little more, and the
+#    best weight moves. Compare the printed peaks.
+# 3. The test-tuned number is at least as high as the honest one, usually by a
+#    fraction of a dB here because the curve is flat near its maximum. It is
+#    still wrong to report: it uses the answer to choose the method, so it is
+#    not an estimate of performance on unseen data, and with many tuned
+#    parameters the bias grows.
+# ```
+
+# %% [markdown]
 # ## How strong is this TV? Smoothing, and the exact TV
 #
 # A baseline in a comparison must be the strongest version of itself. Two choices above were
@@ -460,59 +517,3 @@ if tuned:
 # weight is at the top of a small grid, so it may be slightly under-tuned; a gap of this size is not).
 # The learned methods of chapters 6 and 7 are therefore measured against the tuned smoothed TV.
 #
-# %% [markdown]
-# Four observations. First, on the paper's own test images and its Table 2 blur
-# (9×9, variance 5), a tuned TV scores about 2.4 dB *above* the paper's TV row in
-# PSNR, but about 0.04 *below* it in SSIM: the Table 2 row was not measured on
-# this data and blur, and the two metrics need not move together (TV's flat,
-# cartoon-like regions cost structural similarity on skin texture). With the 5×5,
-# $\sigma = 5$ blur of Gilton et al.'s public script (which may or may not be the one
-# behind the quoted row), TV is above the row in both metrics. Second,
-# its best weight sits at the lower edge of the tuning grid (flagged above), so a
-# wider grid could only raise the TV number further; the same holds for the
-# flagged Tikhonov rows. Third, the blur settings give very different numbers for
-# the same method; a comparison across settings means nothing unless the setting
-# is stated. Fourth, these are PSNR values on $[0, 1]$; the paper's code computed
-# $-10\log_{10}(\mathrm{MSE})$ (`support/metrics.py`, commit `8604e65`, line 16) on images
-# normalised to $[-1, 1]$ (`scripts/script_fixlr.py`, commit `11bc6ff`, line 24), which reads 6.02 dB lower for the same
-# reconstruction (`jfb_core.metrics.psnr_from_minus_one_one_convention` converts).
-# Chapter 7 puts all of this side by side with the learned methods.
-#
-# ## Summary
-#
-# * Regularisation (3.2) trades data fit for plausibility; TV favours flat
-#   regions and sharp edges.
-# * Gradient descent (3.3) with $\eta \le 1/(L + 8\lambda/\delta)$ decreases the objective
-#   at every step; without a regulariser its iterates semi-converge.
-# * Weights are tuned on a validation split; the test split is used once.
-# * Our Tikhonov solver agrees with scikit-image's Wiener filter to rounding
-#   error, an independent check of the operator and the solver.
-#
-# ## Exercises
-#
-# 1. Show that $\|\nabla x\|^2 \le 8\|x\|^2$ for the forward-difference gradient
-#    (hint: $(a - b)^2 \le 2a^2 + 2b^2$). Why does the Lipschitz constant of
-#    $\nabla R_\delta$ scale as $1/\delta$?
-# 2. Rerun the semi-convergence experiment with `delta=1e-1`. What happens to the
-#    step size, and to the best PSNR?
-# 3. Tune the TV weight on the *test* split instead of the validation split and
-#    compare the test PSNR with the honest number. Is the difference large?
-#    Why is it still wrong to report it?
-#
-# ```{admonition} Solutions
-# :class: dropdown
-#
-# 1. $\|\partial_1 x\|^2 = \sum (x_{i,j+1} - x_{i,j})^2 \le \sum 2x_{i,j+1}^2 + 2x_{i,j}^2 \le 4\|x\|^2$,
-#    and the same for $\partial_2$, so $\|\nabla x\|^2 \le 8\|x\|^2$. The map
-#    $p \mapsto p/\sqrt{|p|^2 + \delta^2}$ has Lipschitz constant $1/\delta$ (its derivative
-#    at $p = 0$ is $I/\delta$), and $\nabla R_\delta = \nabla^\top \circ$ (that map) $\circ \nabla$,
-#    so its constant is at most $8/\delta$.
-# 2. The Lipschitz constant $L + 8\lambda/\delta$ drops, so the step grows and
-#    convergence is faster; the smoother TV rounds edges a little more, and the
-#    best weight moves. Compare the printed peaks.
-# 3. The test-tuned number is at least as high as the honest one, usually by a
-#    fraction of a dB here because the curve is flat near its maximum. It is
-#    still wrong to report: it uses the answer to choose the method, so it is
-#    not an estimate of performance on unseen data, and with many tuned
-#    parameters the bias grows.
-# ```
