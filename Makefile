@@ -70,7 +70,7 @@ book: install
 
 book-strict: install
 	$(BIN)/jupyter-book build book -W -n --keep-going
-	$(BIN)/python -m pytest -q tests/test_book_html.py --book-built
+	$(BIN)/python -m pytest -q tests/test_book_html.py tests/test_book_browser.py --book-built
 
 test: install check-sync pytest nbval book-strict
 	@echo "make test: all checks passed"
