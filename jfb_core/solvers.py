@@ -149,7 +149,6 @@ def fixed_point(f: Map, z0: torch.Tensor, tol: float = 1e-3, max_iter: int = 100
     return track.result(shape, nfe)
 
 
-@torch.no_grad()
 def _anderson_weights(G: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """The weights ``alpha`` ``(b, m_k)`` minimising ``||G alpha||^2 + lam s ||alpha||^2`` subject to
     ``sum(alpha) = 1`` for residual columns ``G`` ``(b, m_k, n)`` (float64), through the bordered
@@ -167,6 +166,7 @@ def _anderson_weights(G: torch.Tensor, lam: float) -> tuple[torch.Tensor, torch.
     return sol[:, 1:], info
 
 
+@torch.no_grad()
 def anderson(f: Map, z0: torch.Tensor, m: int = 5, lam: float = 1e-4, beta: float = 1.0,
              tol: float = 1e-3, max_iter: int = 50, scale: torch.Tensor | None = None, **kwargs) -> SolverResult:
     """Anderson acceleration (Algorithm 3.1; Walker and Ni 2011), batched, per-sample stopping.
