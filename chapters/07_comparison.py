@@ -160,8 +160,8 @@ plt.show()
 #
 # At the paper's milder training blur (A′) the gain is larger, 1.55 dB on every one of the first
 # 500 images, as a learned regulariser gains most where the blur leaves it detail to work with;
-# there, as at every blur, the TV's tuned weight and smoothing sit inside their tuning grid (chapter 2;
-# the grids at the 5×5 blurs were widened until they did). With Gilton et al.'s blur (A″), the JFB-trained network scores 33.09 dB
+# there, as at every blur, the TV's tuned weight and smoothing sit inside their tuning grid
+# (chapter 2). With Gilton et al.'s blur (A″), the JFB-trained network scores 33.09 dB
 # (SSIM 0.926) on the first 500 test images, 1.30 dB above the tuned TV and better on every image.
 # That is above the 32.43 dB (SSIM 0.94) of
 # Table 2's Deep Equilibrium row, which is quoted from Gilton et al., whose public script uses this
