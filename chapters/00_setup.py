@@ -105,8 +105,12 @@ for key, blur in BLURS.items():
 # Anything that takes longer than about 30 seconds is not run inside a chapter.
 # It is run by the library's command line, which writes a small artefact to
 # `results/` (JSON with the machine, the library versions, the configuration and
-# the command, plus figures), and the chapter loads that artefact. The command
-# line lists what it can do:
+# the command, plus figures), and the chapter loads that artefact. No committed
+# network has been trained at the `paper` preset's scale yet (17 layers of 64
+# channels on a GPU, `python -m jfb_core paper-run`): the committed CelebA networks
+# are the smaller ones of chapters 6 and 7, trained on a CPU at 64 and 128 pixels,
+# and scored on the `paper` preset's CelebA test split. Every artefact names its
+# preset, size and device. The command line lists what it can do:
 
 # %%
 from jfb_core.cli import build_parser
