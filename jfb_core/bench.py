@@ -20,10 +20,11 @@ from jfb_core.config import Preset
 from jfb_core.data import bundled_images, CelebAFolder, load_cache, measure, random_crops
 from jfb_core.errors import UserError
 from jfb_core.gradients import Backward, IFT, make_backward, Neumann
-from jfb_core.models import build_model, calibrate_norms
+from jfb_core.models import build_model
 from jfb_core.regularizers import tv_grad, tv_lipschitz
 from jfb_core.solvers import anderson, fixed_point
-from jfb_core.train import build_model as build_run_model, load_weights, read_checkpoint, split_images, TrainOptions
+from jfb_core.train import (build_model as build_run_model, certify_norms, load_weights, read_checkpoint,
+                            split_images, TrainOptions)
 
 
 def _network(model) -> dict:
@@ -451,9 +452,7 @@ def _step_model(preset: Preset, options: TrainOptions, device: str):
     model = build_run_model(preset, options, device)
     if options.init_from:
         load_weights(model, read_checkpoint(options.init_from)["model"], options.init_from)
-    if options.certify:
-        size = (preset.image_size, preset.image_size)
-        calibrate_norms(model.f, size, (options.crop,) * 2 if options.crop else size)
+    certify_norms(model, preset, options)
     return model.train()
 
 
@@ -529,9 +528,7 @@ def _checkpoint_seconds(model, opt, preset: Preset, options: TrainOptions) -> di
     import tempfile
 
     t0 = time.perf_counter()
-    if options.certify:
-        size = (preset.image_size, preset.image_size)
-        calibrate_norms(model.f, size, (options.crop,) * 2 if options.crop else size)
+    certify_norms(model, preset, options)
     t1 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, f"{tmp}/checkpoint.pt")

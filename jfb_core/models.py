@@ -183,7 +183,7 @@ class SpectralConv2d(nn.Module):
         ``fvec``): once per value of the weight (the optimiser changes it in place, which
         bumps its version), not at every evaluation of the layer within one training step.
         The step runs in real arithmetic: for ``K = P + iQ``, ``K v`` and ``K^H w`` are four real
-        batched products, far faster on a CPU than complex ones."""
+        batched products (a complex batched product ran here as one small copy per matrix)."""
         key = (self.weight._version, self.weight.data_ptr(), top)
         if self._peak_cache is not None and self._peak_cache[0] == key:
             return self._peak_cache[1]

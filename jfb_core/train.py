@@ -515,15 +515,22 @@ class RunState:
         self.saved_at = f"epoch {self.epoch}, step {self.steps}"
 
 
+def certify_norms(model: DEGRAD, preset: Preset, options: TrainOptions) -> float | None:
+    """With ``options.certify``: the spectral norms of ``model`` certified at the preset's image
+    size (so for whole images and for crops), tracked on the training crops from then on;
+    returns the drift (1 when training had the peak exactly, above 1 by as much as its
+    normalisation lagged), or None when nothing is certified."""
+    if not (options.certify and hasattr(model.f, "spectral_layers")):
+        return None
+    size = (preset.image_size, preset.image_size)
+    track = (options.crop, options.crop) if options.crop is not None else size
+    return models.calibrate_norms(model.f, size, track, options.certify_margin)
+
+
 def _calibrate(state: RunState, preset: Preset, options: TrainOptions) -> None:
-    """With ``options.certify``: make the spectral norms certified at the preset's image size
-    (so for whole images and for crops), before a checkpoint or an evaluation; the drift since
-    the last calibration is logged (at most 1: training had stayed certified)."""
-    f = state.model.f
-    if options.certify and hasattr(f, "spectral_layers"):
-        size = (preset.image_size, preset.image_size)
-        track = (options.crop, options.crop) if options.crop is not None else size
-        drift = models.calibrate_norms(f, size, track, options.certify_margin)
+    """:func:`certify_norms` before a checkpoint or an evaluation, its drift logged."""
+    drift = certify_norms(state.model, preset, options)
+    if drift is not None:
         state.calibrations.append({"steps": state.steps, "drift": drift})
 
 
@@ -809,6 +816,6 @@ def slim_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str],
 
 
 __all__ = ["ConfigMismatch", "DATA_KEYS", "DivergenceGuard", "MODEL_KEYS", "RESUME_MAY_CHANGE", "RunLock", "RunState",
-           "TrainOptions", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "build_model", "check_compatible",
+           "TrainOptions", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "build_model", "certify_norms", "check_compatible",
            "config_changes", "evaluate_model", "load_cache", "load_checkpoint", "pretrain_denoiser", "read_checkpoint",
            "load_weights", "run_config", "save_checkpoint", "slim_checkpoint", "split_config", "split_images", "to_plain", "train"]
