@@ -187,8 +187,8 @@ train128: $(STAMP)
 
 # The certified 128-px JFB run (chapter 6's profile, issue of certification): crops of 64, the
 # stored norms calibrated to their Fourier bound at every checkpoint and evaluation, validation
-# on the last 64 training images; warm-started from the committed 200-step run. About 4.5 s per
-# step on one thread here (results/bench/step_profile_128px_cpu.json); re-run to resume.
+# on the last 64 training images; warm-started from the committed 200-step run. A step: 6.2 s
+# on one thread, 3.2 s on two (results/bench/step_profile_128px_cpu.json); re-run to resume.
 TRAIN128C = --preset fast --size 128 --data-cache $(CACHE128) --n-train 7936 --eval-split val --n-eval 64 \
 	--arch cpl --depth 6 --width 32 --rho 0.05 --data-step proximal --skip --lipschitz 0.99 --pretrain-epochs 0 \
 	--lr 1e-3 --eval-every 100 --checkpoint-every 25 --channels-last --threads $(or $(THREADS),1) --crop 64 \
