@@ -21,16 +21,17 @@ import torch
 
 from jfb_core import bench
 from jfb_core.bench import BACKWARD_METHODS
-from jfb_core.config import (ACTIVATIONS, ARCHS, BLURS, DATA_STEPS, get_preset, GRAD_MODES, IFT_SOLVERS,
+from jfb_core.config import (ACTIVATIONS, ARCHS, BLURS, DATA_STEPS, get_preset, GRAD_MODES,
     PADDINGS, Preset, PRESETS)
 from jfb_core.data import bundled_images, CelebAFolder, prepare_celeba, readable_batches
 from jfb_core.errors import UserError
 from jfb_core.evaluate import (CLASSICAL_METHODS, ClassicalSettings, degrad_method, evaluate_classical, format_weight,
     LearnedMethod, plot_grid, pnp_method, Split)
-from jfb_core.gradients import IFT, Neumann, Unrolled
+from jfb_core.gradients import IFT, IFT_SOLVERS, Neumann, Unrolled
 from jfb_core.models import certify_stored_norms, lipschitz_certificate
 from jfb_core.paper import paper_run
 from jfb_core.provenance import check_writable, environment_info, provenance, write_json
+from jfb_core.solvers import DEFAULT_FORWARD_SOLVER, FORWARD_SOLVERS
 from jfb_core.train import (check_compatible, DATA_KEYS, EVAL_SPLITS, load_checkpoint, load_weights, read_checkpoint,
     split_config, train, TrainingDiverged, TrainOptions)
 
@@ -540,6 +541,20 @@ def torch_device_kind(device: str) -> str:
     return "gpu" if device.startswith("cuda") else "cpu"
 
 
+def _add_solver_arguments(tr: argparse.ArgumentParser) -> None:
+    """The forward solver and the backward's options (their defaults are the strategies' own)."""
+    tr.add_argument("--neumann-k", type=_nonnegative_int, default=Neumann.k)
+    tr.add_argument("--unroll-k", type=_positive_int, default=Unrolled.k)
+    tr.add_argument("--backward-tol", type=_positive_float, default=IFT.tol)
+    tr.add_argument("--backward-max-iter", type=_positive_int, default=IFT.max_iter)
+    tr.add_argument("--backward-solver", choices=IFT_SOLVERS, default=IFT.solver,
+                    help="IFT's adjoint solver: fixed_point or anderson (the forward solvers on w = g + J^T w) "
+                         "or cg_normal (CG on the normal equations, the paper's route)")
+    tr.add_argument("--forward-solver", choices=tuple(FORWARD_SOLVERS), default=DEFAULT_FORWARD_SOLVER,
+                    help="the forward fixed-point solver: anderson (Anderson acceleration, the default) or "
+                         "fixed_point (plain iteration)")
+
+
 def _add_train_arguments(tr: argparse.ArgumentParser) -> None:
     tr.add_argument("--grad-mode", choices=GRAD_MODES, default="jfb")
     tr.add_argument("--data-cache", default=None, help="cache file from `prepare` (default: the bundled images)")
@@ -565,13 +580,7 @@ def _add_train_arguments(tr: argparse.ArgumentParser) -> None:
                          "(chapter 6; default: the preset's, dncnn)")
     tr.add_argument("--skip", action=argparse.BooleanOptionalAction, default=None,
                     help="f = c + eps (alpha (x - c) + (1 - alpha) g(x - c)) with a 1-Lipschitz g (chapter 6)")
-    tr.add_argument("--neumann-k", type=_nonnegative_int, default=Neumann.k)
-    tr.add_argument("--unroll-k", type=_positive_int, default=Unrolled.k)
-    tr.add_argument("--backward-tol", type=_positive_float, default=IFT.tol)
-    tr.add_argument("--backward-max-iter", type=_positive_int, default=IFT.max_iter)
-    tr.add_argument("--backward-solver", choices=IFT_SOLVERS, default=IFT.solver,
-                    help="IFT's adjoint solver: fixed_point or anderson (the forward solvers on w = g + J^T w) "
-                         "or cg_normal (CG on the normal equations, the paper's route)")
+    _add_solver_arguments(tr)
     tr.add_argument("--n-eval", type=_positive_int, default=64,
                     help="test images scored after every epoch (with --data-cache: at most its test split; "
                          "else at most the preset's n_test)")

@@ -34,7 +34,6 @@ ACTIVATIONS = ("relu", "maxmin")  #: the DnCNN's activation (models)
 BATCHNORM_MODES = ("none", "paper")  #: the DnCNN without or with the paper's batch normalisation
 DATA_STEPS = ("gradient", "proximal")  #: DE-GRAD's data step: eq. (3.5)'s gradient or the exact proximal
 GRAD_MODES = ("jfb", "ift", "neumann", "unrolled")  #: the backward passes (gradients)
-IFT_SOLVERS = ("fixed_point", "anderson", "cg_normal")  #: IFT's adjoint solvers (gradients)
 # The blur's own settings (PADDINGS, BlurSetting, BLURS) are defined with the blur in operators
 # and re-exported here, so that every choice can still be imported from this module.
 
@@ -238,5 +237,5 @@ def get_preset(name: str | None = None, **overrides: Any) -> Preset:
     return preset.replace(**overrides) if overrides else preset
 
 
-__all__ = ["ACTIVATIONS", "ARCHS", "BATCHNORM_MODES", "BLURS", "DATA_STEPS", "GRAD_MODES", "IFT_SOLVERS", "PADDINGS", "BlurSetting", "DEFAULT_PRESET", "ENV_VAR", "PRESETS", "Preset",
+__all__ = ["ACTIVATIONS", "ARCHS", "BATCHNORM_MODES", "BLURS", "DATA_STEPS", "GRAD_MODES", "PADDINGS", "BlurSetting", "DEFAULT_PRESET", "ENV_VAR", "PRESETS", "Preset",
            "check_keys", "get_preset"]

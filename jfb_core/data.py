@@ -508,6 +508,28 @@ def load_cache(path: str | os.PathLike[str]) -> dict:
     return cache
 
 
-__all__ = ["BadImage", "ENCODINGS", "cache_hash", "load_cache", "readable_batches", "BUNDLED_PHOTOS", "CELEBA_ENV", "CELEBA_OFFICIAL", "CELEBA_PAPER", "CelebAFolder",
+def cache_split(cache: dict, split: str, n: int | None = None, source: str = "the cache") -> tuple[torch.Tensor, list[int]]:
+    """``(images, ids)`` of ``split`` of a loaded cache: float32 in [0, 1], ``(N, 3, S, S)``, the
+    first ``n`` (default all), with the ids that seed each image's noise.
+
+    A cache has no ``"val"`` split of its own: ``"val"`` is then the *last* ``n`` images of
+    the training split (held out by training on the ones before them), and needs ``n``.
+    Training (:func:`jfb_core.train.split_images`) and ``paper-run`` both take their images here."""
+    if n is not None and n < 1:
+        raise UserError(f"asked for {n} images of the {split} split; give at least 1")
+    if split == "val" and "val" not in cache["splits"]:
+        if n is None:
+            raise UserError(f"the val split of {source} is the training split's tail: give its size")
+        idx = cache["splits"]["train"][-n:]
+    elif split not in cache["splits"]:
+        raise UserError(f"split {split!r} is not in {source} (has {sorted(cache['splits'])})")
+    else:
+        idx = cache["splits"][split][:n]
+    if len(idx) == 0:
+        raise UserError(f"split {split!r} of {source} is empty")
+    return cache["images"][idx].float() / 255.0, [int(cache["ids"][i]) for i in idx]
+
+
+__all__ = ["BadImage", "ENCODINGS", "cache_hash", "cache_split", "load_cache", "readable_batches", "BUNDLED_PHOTOS", "CELEBA_ENV", "CELEBA_OFFICIAL", "CELEBA_PAPER", "CelebAFolder",
            "Photo", "SPLITS", "bundled_images", "bundled_photo", "find_celeba_images",
            "iterate_batches", "load_image", "measure", "photo_names", "prepare_celeba", "random_crops"]

@@ -38,9 +38,9 @@ from typing import Callable, ClassVar
 
 import torch
 
-from jfb_core.config import GRAD_MODES, IFT_SOLVERS
+from jfb_core.config import GRAD_MODES
 from jfb_core.errors import UserError
-from jfb_core.solvers import SolverResult, anderson, conjugate_gradient, fixed_point
+from jfb_core.solvers import FORWARD_SOLVERS, SolverResult, conjugate_gradient
 
 Map = Callable[[torch.Tensor], torch.Tensor]
 Adjoint = Callable[[Map, Map, torch.Tensor], "tuple[torch.Tensor, int, list[float]]"]
@@ -69,14 +69,12 @@ def _gnorm(g: torch.Tensor) -> torch.Tensor:
 def adjoint_solve_fixed_point(vjp: Map, g: torch.Tensor, tol: float, max_iter: int,
                               method: str = "fixed_point") -> tuple[torch.Tensor, int, torch.Tensor]:
     """The fixed point of ``w -> g + J^T w``, i.e. ``(I - J)^T w = g``, by the forward pass's
-    solvers (``method`` ``"fixed_point"`` or ``"anderson"``), per-sample stopping at
+    solvers (``method`` ``"fixed_point"`` or ``"anderson"``, as in
+    :data:`jfb_core.solvers.FORWARD_SOLVERS`), per-sample stopping at
     ``||(I - J)^T w - g|| <= tol ||g||``. Returns ``w``, the products with ``J^T`` and
     the residuals."""
     step = lambda w: g + vjp(w)  # noqa: E731
-    if method == "anderson":
-        r = anderson(step, g, m=5, lam=1e-10, tol=tol, max_iter=max_iter, scale=_gnorm(g))
-    else:
-        r = fixed_point(step, g, tol=tol, max_iter=max_iter, scale=_gnorm(g))
+    r = FORWARD_SOLVERS[method](step, g, m=5, lam=1e-10, tol=tol, max_iter=max_iter, scale=_gnorm(g))
     return r.z, r.nfe, r.residual
 
 
@@ -94,6 +92,15 @@ def adjoint_solve_cg_normal(vjp: Map, jvp: Map, g: torch.Tensor, tol: float,
     rhs = g - jvp(g)
     w, iters = conjugate_gradient(apply_a, rhs, x0=g.clone(), tol=tol, max_iter=max_iter)
     return w, int(iters.max()), _bnorm(w - vjp(w) - g) / _gnorm(g)
+
+
+#: IFT's adjoint solvers by name, one signature: ``(vjp, jvp, g, tol, max_iter) -> (w, products, residuals)``.
+ADJOINT_SOLVERS: dict[str, Callable[..., "tuple[torch.Tensor, int, torch.Tensor]"]] = {
+    "fixed_point": lambda vjp, jvp, g, tol, max_iter: adjoint_solve_fixed_point(vjp, g, tol, max_iter),
+    "anderson": lambda vjp, jvp, g, tol, max_iter: adjoint_solve_fixed_point(vjp, g, tol, max_iter, "anderson"),
+    "cg_normal": adjoint_solve_cg_normal,
+}
+IFT_SOLVERS = tuple(ADJOINT_SOLVERS)  #: the names of IFT's adjoint solvers (the command line's choices)
 
 
 def _attach_hooked(T: Map, z_star: torch.Tensor, stats: BackwardStats, adjoint: Adjoint) -> torch.Tensor:
@@ -208,10 +215,7 @@ class IFT(_Hooked):
             raise UserError(f"IFT needs backward_tol > 0 and backward_max_iter >= 1, got {self.tol}, {self.max_iter}")
 
     def adjoint(self, vjp: Map, jvp: Map, g: torch.Tensor) -> tuple[torch.Tensor, int, list[float]]:
-        if self.solver == "cg_normal":
-            w, iters, res = adjoint_solve_cg_normal(vjp, jvp, g, self.tol, self.max_iter)
-        else:
-            w, iters, res = adjoint_solve_fixed_point(vjp, g, self.tol, self.max_iter, method=self.solver)
+        w, iters, res = ADJOINT_SOLVERS[self.solver](vjp, jvp, g, self.tol, self.max_iter)
         return w, iters, res.tolist()
 
 
@@ -261,5 +265,5 @@ def attach(T: Map, z_star: torch.Tensor, mode: str = "jfb", **options) -> tuple[
     return make_backward(mode, **options).attach(T, z_star)
 
 
-__all__ = ["Backward", "BackwardStats", "GRAD_MODES", "IFT", "IFT_SOLVERS", "JFB", "Neumann", "Unrolled",
+__all__ = ["ADJOINT_SOLVERS", "Backward", "BackwardStats", "GRAD_MODES", "IFT", "IFT_SOLVERS", "JFB", "Neumann", "Unrolled",
            "adjoint_solve_cg_normal", "adjoint_solve_fixed_point", "attach", "make_backward"]

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from jfb_core.config import ACTIVATIONS, ARCHS, BATCHNORM_MODES, DATA_STEPS
 from jfb_core.gradients import Backward, BackwardStats, JFB, make_backward
 from jfb_core.operators import LinearOperator, shifted_normal_solve
-from jfb_core.solvers import SolverResult, anderson
+from jfb_core.solvers import DEFAULT_FORWARD_SOLVER, FORWARD_SOLVERS, SolverResult
 from jfb_core.errors import UserError
 
 
@@ -519,8 +519,12 @@ class DEGRAD(nn.Module):
 
     def __init__(self, A: LinearOperator, f: DnCNN, eta: float = 0.4, m: int = 5, tol: float = 1e-3,
                  max_iter: int = 50, lam: float = 1e-4, backward: Backward | None = None, rho: float = 1.0,
-                 data_step: str = "gradient", inner_tol: float = 1e-5, inner_max_iter: int = 300) -> None:
+                 data_step: str = "gradient", inner_tol: float = 1e-5, inner_max_iter: int = 300,
+                 solver: str = DEFAULT_FORWARD_SOLVER) -> None:
         super().__init__()
+        if solver not in FORWARD_SOLVERS:
+            raise UserError(f"forward_solver must be one of {tuple(FORWARD_SOLVERS)}, got {solver!r}")
+        self.solver = solver
         self.backward: Backward = JFB() if backward is None else backward
         if not isinstance(self.backward, Backward):
             raise UserError(f"backward must be a strategy from jfb_core.gradients.make_backward, got {backward!r}")
@@ -588,12 +592,12 @@ class DEGRAD(nn.Module):
         return self.A.shifted_normal_solve(rhs, self.rho, x0=z, tol=self.inner_tol, max_iter=self.inner_max_iter)
 
     def solve(self, d: torch.Tensor, z0: torch.Tensor | None = None) -> SolverResult:
-        """The fixed point of ``T(., d)`` by Anderson acceleration from ``z0`` (default
-        ``A^T d``), without autograd."""
+        """The fixed point of ``T(., d)`` from ``z0`` (default ``A^T d``) by the forward solver
+        ``solver`` (Anderson acceleration unless told otherwise), without autograd."""
         z0 = self.A.adjoint(d) if z0 is None else z0
         with torch.no_grad():
-            return anderson(lambda z: self.T(z, d), z0, m=self.m, lam=self.lam, tol=self.tol,
-                            max_iter=self.max_iter)
+            return FORWARD_SOLVERS[self.solver](lambda z: self.T(z, d), z0, m=self.m, lam=self.lam, tol=self.tol,
+                                                max_iter=self.max_iter)
 
     def run(self, d: torch.Tensor) -> tuple[torch.Tensor, ForwardStats]:
         """The network's output for ``d`` and what computing it did (:class:`ForwardStats`)."""
@@ -619,7 +623,7 @@ class DEGRAD(nn.Module):
 
 
 def build_model(preset, device: str = "cpu", *, backward: Backward | None = None, channels_last: bool = False,
-                tol: float | None = None, max_iter: int | None = None) -> DEGRAD:
+                tol: float | None = None, max_iter: int | None = None, solver: str = DEFAULT_FORWARD_SOLVER) -> DEGRAD:
     """The one factory of DE-GRAD: the network, blur, step and regulariser of a
     :class:`jfb_core.config.Preset`, with the backward strategy ``backward`` (default JFB;
     see :func:`jfb_core.gradients.make_backward`).
@@ -627,12 +631,13 @@ def build_model(preset, device: str = "cpu", *, backward: Backward | None = None
     Training, checkpoint loading, the benchmarks and the chapters all build their
     models here, so a preset field (architecture, skip, activation, rho, data step)
     cannot be honoured in one place and ignored in another. ``tol`` and ``max_iter``
-    override the preset's forward solve (the benchmarks fix the iteration count)."""
+    override the preset's forward solve (the benchmarks fix the iteration count); ``solver``
+    names it (:data:`jfb_core.solvers.FORWARD_SOLVERS`)."""
     f = make_network(preset.arch, preset.depth, preset.width, in_channels=preset.channels,
                      lipschitz=preset.lipschitz, skip=preset.skip, activation=preset.activation)
     model = DEGRAD(preset.blur_operator(), f, eta=preset.eta, m=preset.anderson_m,
                    tol=preset.tol if tol is None else tol, max_iter=preset.max_iter if max_iter is None else max_iter,
-                   rho=preset.rho, data_step=preset.data_step, backward=backward)
+                   rho=preset.rho, data_step=preset.data_step, backward=backward, solver=solver)
     if hasattr(f, "channels_last"):
         f.channels_last = channels_last
     return model.to(device)

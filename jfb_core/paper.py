@@ -27,7 +27,7 @@ from typing import Any, Callable
 import torch
 
 from jfb_core.config import Preset
-from jfb_core.data import load_cache
+from jfb_core.data import cache_split, load_cache
 from jfb_core.errors import UserError
 from jfb_core.evaluate import ClassicalSettings, Split, evaluate_classical
 from jfb_core.provenance import provenance, write_json
@@ -35,12 +35,6 @@ from jfb_core.train import TrainOptions, load_checkpoint, slim_checkpoint, train
 
 #: the shares of the budget: JFB training, IFT training; the rest scores both and TV
 SHARES = {"jfb": 0.4, "ift": 0.3}
-
-
-def _split_from_cache(cache: dict[str, Any], split: str, start: int = 0, n: int | None = None
-                      ) -> tuple[list[int], torch.Tensor]:
-    idx = cache["splits"][split][start: None if n is None else start + n]
-    return [int(cache["ids"][i]) for i in idx], cache["images"][idx].float() / 255.0
 
 
 def paper_run(preset: Preset, options: TrainOptions, data_cache: str, out_dir: str | Path, budget_s: float,
@@ -63,9 +57,8 @@ def paper_run(preset: Preset, options: TrainOptions, data_cache: str, out_dir: s
         slim_checkpoint(out_dir / mode / "checkpoint.pt", out_dir / mode / "checkpoint_slim.pt")
         runs[mode] = res
     cache = load_cache(data_cache)
-    train_ids = cache["splits"]["train"]
-    val = _split_from_cache(cache, "train", start=max(0, len(train_ids) - n_val))  # the end of the training range
-    test_ids, x_test = _split_from_cache(cache, "test", n=n_test)
+    x_val, val_ids = cache_split(cache, "val", n_val, source=str(data_cache))  # the end of the training range
+    x_test, test_ids = cache_split(cache, "test", n_test, source=str(data_cache))
     left = budget_s - (time.monotonic() - t0)
     say(f"scoring on {len(test_ids)} test images ({left:.0f} s of the budget left)")
     extra = {}
@@ -89,7 +82,7 @@ def paper_run(preset: Preset, options: TrainOptions, data_cache: str, out_dir: s
     test = Split("cache-test", images, preset.image_size, f"test split of {data_cache}")
     with torch.no_grad():
         result = evaluate_classical(["tv", "degrad_jfb", "degrad_ift"], preset.blur, preset.padding, preset.noise_std,
-                                    val, test, seed=0, settings=settings, device=device, extra=extra,
+                                    (val_ids, x_val), test, seed=0, settings=settings, device=device, extra=extra,
                                     progress=say)
     result.pop("_images", None)
     result["test_images_scored"] = reached["images"]

@@ -229,13 +229,24 @@ def anderson(f: Map, z0: torch.Tensor, m: int = 5, lam: float = 1e-4, beta: floa
     return track.result(shape, nfe, fallbacks)
 
 
-def solve(f: Map, z0: torch.Tensor, method: str = "anderson", **kwargs) -> SolverResult:
-    """Dispatch to :func:`anderson` or :func:`fixed_point` by name."""
-    if method == "anderson":
-        return anderson(f, z0, **kwargs)
-    if method in ("fixed_point", "picard"):
-        return fixed_point(f, z0, **kwargs)
-    raise UserError(f"unknown solver {method!r}; choose 'anderson' or 'fixed_point'")
+def _plain(f: Map, z0: torch.Tensor, *, m: int | None = None, lam: float | None = None, **kwargs) -> SolverResult:
+    """:func:`fixed_point` with the solver table's common signature (it has no memory ``m``
+    and no ridge ``lam``: they are accepted and ignored)."""
+    return fixed_point(f, z0, **kwargs)
+
+
+#: The forward solvers by name, one signature: ``(f, z0, *, m, lam, tol, max_iter, scale)``.
+FORWARD_SOLVERS: dict[str, Callable[..., SolverResult]] = {"anderson": anderson, "fixed_point": _plain}
+DEFAULT_FORWARD_SOLVER = "anderson"  #: DE-GRAD's forward solve unless told otherwise
+
+
+def solve(f: Map, z0: torch.Tensor, method: str = DEFAULT_FORWARD_SOLVER, **kwargs) -> SolverResult:
+    """The fixed point of ``f`` from ``z0`` by the solver ``method`` of :data:`FORWARD_SOLVERS`
+    (``"picard"`` names plain iteration too)."""
+    name = "fixed_point" if method == "picard" else method
+    if name not in FORWARD_SOLVERS:
+        raise UserError(f"unknown solver {method!r}; choose one of {sorted(FORWARD_SOLVERS)}")
+    return FORWARD_SOLVERS[name](f, z0, **kwargs)
 
 
 # Linear-algebra iterations on matrix-free symmetric operators (a blur's normal operator,
@@ -316,5 +327,5 @@ def inverse_iteration(apply, shape: tuple[int, ...], iters: int = 50, cg_tol: fl
     return lam
 
 
-__all__ = ["SolverResult", "anderson", "conjugate_gradient", "fixed_point", "inverse_iteration", "power_iteration",
+__all__ = ["DEFAULT_FORWARD_SOLVER", "FORWARD_SOLVERS", "SolverResult", "anderson", "conjugate_gradient", "fixed_point", "inverse_iteration", "power_iteration",
            "relative_residual", "solve"]

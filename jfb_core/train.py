@@ -42,7 +42,7 @@ from typing import Any, Callable
 import torch
 
 from jfb_core.config import Preset
-from jfb_core.data import bundled_images, load_cache, measure, random_crops
+from jfb_core.data import bundled_images, cache_split, load_cache, measure, random_crops
 from jfb_core.errors import BadCheckpoint, RunLocked, UserError
 from jfb_core.gradients import Backward, IFT, make_backward, Neumann, Unrolled
 from jfb_core.metrics import psnr
@@ -50,6 +50,7 @@ from jfb_core import models
 from jfb_core.models import DEGRAD
 from jfb_core.provenance import environment_info, provenance, write_json
 from jfb_core.provenance import save_atomic
+from jfb_core.solvers import DEFAULT_FORWARD_SOLVER, FORWARD_SOLVERS
 
 # configuration keys that must match for a checkpoint to be evaluated on a data setting
 DATA_KEYS = ("image_size", "channels", "blur", "padding", "noise_std")  # must match to evaluate a checkpoint
@@ -75,6 +76,7 @@ class TrainOptions:
     backward_tol: float = IFT.tol
     backward_max_iter: int = IFT.max_iter
     backward_solver: str = IFT.solver
+    forward_solver: str = DEFAULT_FORWARD_SOLVER  # the fixed-point solver of the forward pass (jfb_core.solvers)
     pretrain_noise: float = 0.05
     n_eval: int = 64
     data_cache: str | None = None  # a file from ``prepare``; None: the preset's bundled images
@@ -92,6 +94,8 @@ class TrainOptions:
 
     def __post_init__(self) -> None:
         self.backward()  # every backward option is checked by the strategy that uses it
+        if self.forward_solver not in FORWARD_SOLVERS:
+            raise UserError(f"forward_solver must be one of {tuple(FORWARD_SOLVERS)}, got {self.forward_solver!r}")
         if not 0 <= self.certify_margin < 1:
             raise UserError(f"certify_margin must be in [0, 1), got {self.certify_margin}")
         if self.crop is not None and self.crop < 8:
@@ -146,19 +150,7 @@ def split_images(preset: Preset, options: TrainOptions, split: str, n: int | Non
             raise ConfigMismatch(f"cache {options.data_cache} holds {cache['size']}x{cache['size']} images, "
                                  f"the configuration asks for {preset.image_size}; run prepare with --size "
                                  f"{preset.image_size} or pass --size {cache['size']}")
-        if split == "val" and "val" not in cache["splits"]:  # the training split's last n images
-            tail = cache["splits"]["train"][-(n or 0):] if n else []
-            if len(tail) == 0:
-                raise UserError(f"the val split of {options.data_cache} is the training split's tail: give its size")
-            images = cache["images"][tail].float() / 255.0
-            return images, [int(cache["ids"][i]) for i in tail]
-        if split not in cache["splits"]:
-            raise UserError(f"split {split!r} is not in {options.data_cache} (has {sorted(cache['splits'])})")
-        idx = cache["splits"][split][:n]
-        if len(idx) == 0:
-            raise UserError(f"split {split!r} of {options.data_cache} is empty")
-        images = cache["images"][idx].float() / 255.0
-        return images, [int(cache["ids"][i]) for i in idx]
+        return cache_split(cache, split, n, source=options.data_cache)
     bundled_split = {"train": "train", "test": "test", "val": "val"}[split]
     images = bundled_images(bundled_split, preset.image_size, n=n, seed=preset.seed)
     offset = {"train": 200_000, "val": 300_000, "test": 100_000}[split]
@@ -169,7 +161,8 @@ def split_images(preset: Preset, options: TrainOptions, split: str, n: int | Non
 
 def build_model(preset: Preset, options: TrainOptions, device: str = "cpu") -> DEGRAD:
     """A fresh DE-GRAD for ``preset`` with the backward of ``options`` (:func:`jfb_core.models.build_model`)."""
-    return models.build_model(preset, device, backward=options.backward(), channels_last=options.channels_last)
+    return models.build_model(preset, device, backward=options.backward(), channels_last=options.channels_last,
+                              solver=options.forward_solver)
 
 
 def run_config(preset: Preset, options: TrainOptions) -> dict[str, Any]:

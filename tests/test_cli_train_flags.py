@@ -17,7 +17,7 @@ FIELD = {"size": "image_size"}
 # a value for each flag, other than its default and valid together with the others' defaults
 VALUES = {"grad_mode": "ift", "data_cache": "/tmp/some_cache.pt", "init_from": "/tmp/some_run.pt",
           "blur": "9x9_var5", "data_step": "proximal", "activation": "maxmin", "arch": "cpl",
-          "backward_solver": "cg_normal", "crop": 32, "eval_split": "val", "certify_margin": 0.02}
+          "backward_solver": "cg_normal", "forward_solver": "fixed_point", "crop": 32, "eval_split": "val", "certify_margin": 0.02}
 
 
 def _train_actions():

@@ -114,3 +114,22 @@ def test_measurements_are_deterministic_per_image_index():
     noise = full - A(x)
     assert 0.008 < float(noise.std()) < 0.012
     assert not torch.equal(full, measure(A, x, 0.01, seed=8, indices=[10, 11, 12, 13]))
+
+
+def test_cache_split_takes_val_from_the_tail_of_the_training_split():
+    from jfb_core.data import cache_split
+
+    images = torch.arange(6, dtype=torch.uint8).view(6, 1, 1, 1).expand(6, 3, 2, 2).contiguous()
+    cache = {"images": images, "ids": torch.tensor([10, 11, 12, 13, 14, 15]), "size": 2,
+             "splits": {"train": torch.tensor([0, 1, 2, 3]), "test": torch.tensor([4, 5])}}
+    x, ids = cache_split(cache, "val", 2)
+    assert ids == [12, 13] and x.dtype == torch.float32
+    torch.testing.assert_close(x[:, 0, 0, 0], torch.tensor([2.0, 3.0]) / 255)
+    assert cache_split(cache, "train", 3)[1] == [10, 11, 12]
+    assert cache_split(cache, "test")[1] == [14, 15]
+    with pytest.raises(ValueError, match="tail"):
+        cache_split(cache, "val")
+    with pytest.raises(ValueError, match="not in"):
+        cache_split(cache, "extra", 1)
+    with pytest.raises(ValueError, match="at least 1"):
+        cache_split(cache, "train", 0)

@@ -216,3 +216,18 @@ def test_lipschitz_certificate_bounds_the_network_and_certifying_restores_the_ta
     after = lipschitz_certificate(f, size)
     assert after["lipschitz_bound"] <= 0.9 * (1 + 1e-9)
     assert lipschitz_ratio(f, x, n_pairs=32) <= 0.9 * (1 + 1e-9)
+
+
+def test_the_forward_solver_is_chosen_by_name_and_both_reach_the_same_fixed_point():
+    torch.manual_seed(0)
+    model = _degrad().eval()
+    d = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    model.tol, model.max_iter = 1e-10, 500
+    z_aa = model.solve(d)
+    plain = DEGRAD(model.A, model.f, eta=float(model.eta), tol=1e-10, max_iter=500, solver="fixed_point").double()
+    z_fp = plain.solve(d)
+    assert z_aa.converged.all() and z_fp.converged.all()
+    torch.testing.assert_close(z_aa.z, z_fp.z, rtol=0, atol=1e-8)
+    assert z_fp.nfe > z_aa.nfe  # plain iteration needs more evaluations of T than Anderson
+    with pytest.raises(ValueError, match="forward_solver"):
+        DEGRAD(model.A, model.f, solver="newton")
