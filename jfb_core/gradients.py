@@ -104,15 +104,15 @@ IFT_SOLVERS = tuple(ADJOINT_SOLVERS)  #: the names of IFT's adjoint solvers (the
 
 
 def _attach_hooked(T: Map, z_star: torch.Tensor, stats: BackwardStats, adjoint: Adjoint) -> torch.Tensor:
-    """``T(z_star)`` recorded once; its backward replaces the incoming ``g`` by
-    ``adjoint(vjp, jvp, g)``'s ``w`` and records the adjoint's statistics in ``stats``."""
-    z_star = z_star.detach()
-    out = T(z_star)
-    if not out.requires_grad:
-        return out
-    z0 = z_star.clone().requires_grad_(True)
-    with torch.enable_grad():
-        f0 = T(z0)
+    """``T(z_star)`` recorded once, as a function of the parameters *and* of its input; its
+    backward replaces the incoming ``g`` by ``adjoint(vjp, jvp, g)``'s ``w`` and records the
+    adjoint's statistics in ``stats``. The products with ``J^T`` reuse that one graph (as
+    torchdeq's hook does), so ``T`` is evaluated once, not once for the output and once more
+    for the adjoint."""
+    if not torch.is_grad_enabled():
+        return T(z_star.detach())
+    z0 = z_star.detach().clone().requires_grad_(True)
+    f0 = T(z0)
 
     def vjp(v: torch.Tensor) -> torch.Tensor:  # J^T v
         (r,) = torch.autograd.grad(f0, z0, v, retain_graph=True)
@@ -125,15 +125,21 @@ def _attach_hooked(T: Map, z_star: torch.Tensor, stats: BackwardStats, adjoint: 
             (jv,) = torch.autograd.grad(jtu, u, v, retain_graph=True)
         return jv
 
+    inside = [False]  # the products below backpropagate through f0 too: its hook must let them pass
+
     def hook(g: torch.Tensor | None) -> torch.Tensor | None:
-        if g is None:  # an undefined gradient stays undefined
-            return None
-        with torch.enable_grad():
-            w, stats.iterations, stats.residual = adjoint(vjp, jvp, g)
+        if g is None or inside[0]:  # an undefined gradient stays undefined; a product passes unchanged
+            return g
+        inside[0] = True
+        try:
+            with torch.enable_grad():
+                w, stats.iterations, stats.residual = adjoint(vjp, jvp, g)
+        finally:
+            inside[0] = False
         return w
 
-    out.register_hook(hook)
-    return out
+    f0.register_hook(hook)
+    return f0
 
 
 class Backward:

@@ -224,7 +224,7 @@ def test_the_forward_solver_is_chosen_by_name_and_both_reach_the_same_fixed_poin
     d = torch.rand(2, 3, 16, 16, dtype=torch.float64)
     model.tol, model.max_iter = 1e-10, 500
     z_aa = model.solve(d)
-    plain = DEGRAD(model.A, model.f, eta=float(model.eta), tol=1e-10, max_iter=500, solver="fixed_point").double()
+    plain = DEGRAD(model.A, model.f, eta=model.eta.item(), tol=1e-10, max_iter=500, solver="fixed_point").double()
     z_fp = plain.solve(d)
     assert z_aa.converged.all() and z_fp.converged.all()
     torch.testing.assert_close(z_aa.z, z_fp.z, rtol=0, atol=1e-8)

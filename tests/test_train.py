@@ -407,8 +407,14 @@ def test_every_committed_checkpoint_loads_safely_and_reconstructs(path):
     with torch.no_grad():
         out, stats = model.run(d)
     assert stats.solve.converged_fraction == 1.0
-    # (the rho = 1 run is chapter 6's counter-example: it gains least, about half a dB here)
-    assert float(psnr(out, x, data_range=1.0).mean()) > float(psnr(d, x, data_range=1.0).mean()) + 0.25
+    gain = float(psnr(out, x, data_range=1.0).mean()) - float(psnr(d, x, data_range=1.0).mean())
+    if path.parent.name == "celeba64_5x5_s1_ablation_plain":
+        # the ablation's first row, the plain certified network (S = I - f, gradient step): its
+        # bounded layers cannot pass the image through: its fixed point has less contrast than the
+        # image and is worse than the measurement itself (chapter 6); were it better, that would be wrong
+        assert gain < 0
+    else:  # (the rho = 1 run is chapter 6's counter-example: it gains least, about half a dB here)
+        assert gain > 0.25
 
 
 def test_the_reconstruction_grid_titles_each_image_with_its_psnr(tmp_path, monkeypatch):
