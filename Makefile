@@ -114,7 +114,7 @@ reproduce: $(STAMP)
 	  --out results/baselines/celeba-paper-test_5x5_s1_zeros_64px.json
 	$(BIN)/python -m jfb_core bench solvers --out results/bench/solvers_fast_cpu.json
 	$(BIN)/python -m jfb_core bench memory --out results/bench/memory_fast_cpu.json
-	$(BIN)/python -m jfb_core bench backward --methods jfb,ift_cg,ift_fp,ift_aa --repeats 15 --out results/bench/backward_fast_cpu.json
+	$(BIN)/python -m jfb_core bench backward --methods jfb,ift_cg,ift_fp,ift_aa,neumann --repeats 15 --out results/bench/backward_fast_cpu.json
 	@test -z "$(CELEBA)" || $(BIN)/python -m jfb_core bench backward --preset paper --device cpu --sizes 16,32,64,96,128 \
 	  --batch 16 --repeats 3 --warmup 1 --threads 1 --data "$(CELEBA)" --out results/bench/backward_paper_cpu.json
 	@test -z "$(CELEBA)" || $(BIN)/python -m jfb_core bench backward --preset paper --device cpu --sizes 16,32,64,96,128 \
@@ -335,3 +335,6 @@ ablation64: $(STAMP)
 	  mkdir -p $(RABL)_$$v && cp $(RUNS128)/ablation64_$$v/log.json $(RABL)_$$v/ && \
 	  $(SLIM0) $(RUNS128)/ablation64_$$v/checkpoint.pt $(RABL)_$$v/checkpoint.pt || exit 1; \
 	done
+	$(BIN)/python -m jfb_core evaluate $(EVALS1) --device cpu --methods tv,plain,rho,prox,skip,cpl \
+	  $(foreach v,$(ABL_VARIANTS),--checkpoint $(v)=$(RABL)_$(v)/checkpoint.pt) --tv-grid 1e-3,2e-3,4e-3 \
+	  --solve-tol 1e-5 --solve-max-iter 400 --out results/eval/celeba-paper-test_64px_5x5_s1_ablation.json

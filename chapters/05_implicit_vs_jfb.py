@@ -224,12 +224,10 @@ assert max(rel(lib[s], truth) for s in lib) < 1e-12
 # linear solve and return gradients that are off by about half their length, a larger error
 # than JFB's, which does no solve at all. (The two nearly coincide for DE-GRAD:
 # $J = I - \eta(A^\top A + I) + \eta\,\partial f_\Theta$ differs from $J^\top$ only through
-# $\eta\,(\partial f_\Theta - \partial f_\Theta^\top)$.) Their direction happens to stay close to the
-# true one here, for a reason the JFB section below explains (DE-GRAD's
-# Jacobian is dominated by a multiple of the identity). Exercise 2 shows what
-# the slip $Jg$ computes in general: the true adjoint with its sign *flipped*, plus
-# a term that happens to dominate for DE-GRAD. Nothing in a training loop would
-# flag the error; only a comparison with an independent answer does. The test suite pins each of these
+# $\eta\,(\partial f_\Theta - \partial f_\Theta^\top)$.) Exercise 2 shows what the slip $Jg$
+# computes in general: the true adjoint with its sign *flipped*, plus a term that happens to
+# dominate for DE-GRAD. Nothing in a training loop would flag the error; only a comparison
+# with an independent answer does. The test suite pins each of these
 # facts: `tests/test_gradients.py` checks the library's IFT against
 # `torch.autograd.gradcheck` (with respect to the measurement), a dense solve (every solver, relative error
 # $\le 10^{-8}$) and 400 unrolled iterations ($\le 10^{-6}$), and it fails if the
@@ -264,7 +262,11 @@ for s in ("fixed_point", "anderson", "cg_normal"):
 # equation (3.10a), found by the fixed-point iteration $w \leftarrow g + J^\top w$; each
 # $J^\top w$ is one vector-Jacobian product through a second, detached application of
 # $T_\Theta$. Autograd then multiplies by $M$ as usual, giving $wM$ as in (3.10). For JFB
-# there is no hook at all: $g$ itself goes into $M$, which is (4.1).
+# there is no hook at all: $g$ itself goes into $M$, which is (4.1). The library saves the
+# second application: it records $T_\Theta$ once, at an input that requires a gradient, so
+# one graph gives both the products $J^\top w$ and the final $wM$ (the products pass through
+# the hook too, and a flag lets them through unchanged). The version below keeps the two
+# applications apart, which reads more easily and gives the same gradient.
 
 # %%
 from jfb_core.solvers import anderson
@@ -399,20 +401,15 @@ print("unrolled errors:", " ".join(f"{e:.1e}" for e in err_unrolled))
 #
 # The true adjoint is $u = \eta^{-1}(I + A^\top A - \partial f_\Theta)^{-\top} g$, and JFB uses
 # $g = (I - J)^\top u$ in its place. The substitution happens in image space, before
-# the multiplication by $M^\top$: with $B = I + A^\top A - \partial f_\Theta$, whose singular
+# the multiplication by $M^\top$: with $E = I + A^\top A - \partial f_\Theta$, whose singular
 # values lie in $[1 + \mu - \epsilon,\ 1 + L + \epsilon]$ (Weyl's inequality; $\mu$ and $L$ are the extreme
 # eigenvalues of $A^\top A$ and $\epsilon$ the Lipschitz constant of $f_\Theta$, as in chapter 4),
 # $\|g\| / \|u\|$ lies between $\eta(1 + \mu - \epsilon)$ and $\eta(1 + L + \epsilon)$, and $g$ is close
 # to a multiple of $u$ where $g$ lives in directions on which $A^\top A$ and $\partial f_\Theta$
-# vary little (smooth image content, for which $A^\top A \approx I$). What that says about
-# the parameter-space vectors $p = M^\top g$ and $\nabla\ell = M^\top u$ depends on $M$:
-# if its singular values on the relevant subspace range over a factor
-# $\kappa_M$, the length ratio $\|p\| / \|\nabla\ell\|$ can be off from that band by up to
-# $\kappa_M$ either way, and the angle between them can open up to a right angle or
-# beyond. No bound on either follows without conditions on $M$, which is why
-# Fung et al. need conditions 2 and 3. The next cells measure both: where it works,
-# and where it fails. The length does not matter to Adam, which normalises each
-# parameter's step. The same
+# vary little (smooth image content, for which $A^\top A \approx I$). In parameter space,
+# $p = M^\top g$ and $\nabla\ell = M^\top u$, and without conditions on $M$ nothing bounds
+# their angle or length ratio: hence Fung et al.'s conditions 2 and 3. (The length does not
+# matter to Adam, which normalises each parameter's step.) The same
 # algebra prices IFT: $\|J\| \approx 1 - \eta$, so the fixed-point adjoint solve needs about
 # $\log(\text{tol}) / \log(1 - \eta)$ products by plain iteration. That is few for
 # $\eta = 0.4$ and about $10^4$ for the paper's $\eta = 10^{-3}$; Anderson acceleration
@@ -532,9 +529,7 @@ plt.show()
 # a bound: see above). IFT's adjoint products by plain iteration track
 # $\log(\text{tol})/\log(1 - \eta)$, a little below it; Anderson acceleration on the same
 # equation needs 8 to 14 over the whole range (a few more or fewer on another processor, whose rounding
-# changes where the iteration stops) (on a linear map, Anderson acceleration without
-# truncation is equivalent to the Krylov method GMRES {cite:p}`walker2011anderson`; with a memory
-# of 5 it still converges far faster than plain iteration when the contraction factor is near 1). During training the cosine drops below 1 as the
+# changes where the iteration stops). During training the cosine drops below 1 as the
 # network learns structure, but the direction still descends at every
 # measured step. These are measurements on small models over a hundred steps, not a
 # proof. Chapter 6 follows the training loss of longer JFB runs, which is the
@@ -617,102 +612,61 @@ for r in live["rows"]:
     print(f"{r['size']:5d} JFB backward = {r['methods']['jfb']['backward_over_t_T']:.2f} x (one T forward+backward)")
 
 # %% [markdown]
-# The committed benchmarks ran the full protocol from the command line; each JSON
-# records the machine, the library versions and the configuration. Two are shown
-# side by side: the `fast` network (5 layers × 32 channels) at 16–64 px, and the
-# paper's network (17 layers × 64 channels, batch 16) at the paper's sizes 16–128,
-# both on a CPU (two threads for the first, one for the second; each JSON records it):
+# The committed benchmark ran this protocol from the command line with all five backward
+# passes, 15 timed steps per size and method, on the `fast` network (5 layers × 32 channels,
+# batch 4, 20 forward iterations) on a CPU; its JSON records the machine, the versions and
+# the configuration:
 #
 # ```
-# python -m jfb_core bench backward --preset paper --device cpu --sizes 16,32,64,96,128 \
-#     --batch 16 --repeats 3 --warmup 1 --threads 1 --data <CelebA folder>
+# python -m jfb_core bench backward --methods jfb,ift_cg,ift_fp,ift_aa,neumann --repeats 15
 # ```
 #
-# `--device cuda` runs the same table on a GPU (written to `backward_paper_gpu.json`,
-# which the cell below also shows when it is present).
+# The paper's network (17 × 64, batch 16, sizes 16–128) is timed the same way with
+# `--preset paper --data <CelebA folder>`, and on a GPU with `--device cuda`;
+# `results/README.md` lists those runs.
 
 # %%
-from jfb_core.bench import plot_backward_comparison
+from IPython.display import Markdown
+
+from jfb_core.report import markdown_table
 
 results = find_results_dir()
-committed = {}
-for name, label in (("backward_fast_cpu.json", "fast 5x32, CPU"), ("backward_paper_cpu.json", "paper 17x64, CPU"),
-                    ("backward_paper_gpu.json", "paper 17x64, GPU")):
-    path = results / "bench" / name
-    if not path.exists():
-        continue
-    res = committed[label] = json.loads(path.read_text())
-    env = res["provenance"]["environment"]
-    print(f"{label} ({name}): depth {res['depth']}, width {res['width']}, batch {res['batch']}, "
-          f"{res['forward_iters']} forward iterations, adjoint tolerance {res['backward_tol']:g}, "
-          f"median of {res['repeats']} timed steps, {env.get('gpu') or env.get('device', '?')}, torch {env['torch']}")
-    print(f"  {'size':>5} {'JFB s':>7} {'IFT-CG/JFB':>10} {'IFT-FP/JFB':>10} {'IFT-AA/JFB':>10} {'JFB bwd / T pass':>17} "
-          f"{'CG its':>6} {'FP its':>6} {'AA its':>6}")
-    for r in res["rows"]:
-        ms, ratio = r["methods"], r["step_ratio_to_jfb"]
-        its = {k: f"{ms[k]['backward_iterations_median']:g}" if k in ms else "-" for k in ("ift_cg", "ift_fp", "ift_aa")}
-        rel_step = {k: f"{ratio[k]:.2f}" if k in ratio else "-" for k in ("ift_cg", "ift_fp", "ift_aa")}
-        print(f"  {r['size']:5d} {ms['jfb']['step_median']:7.2f} {rel_step['ift_cg']:>10} {rel_step['ift_fp']:>10} "
-              f"{rel_step['ift_aa']:>10} {ms['jfb']['backward_over_t_T']:17.2f} {its['ift_cg']:>6} {its['ift_fp']:>6} "
-              f"{its['ift_aa']:>6}")
-plot_backward_comparison(committed)
+bench = json.loads((results / "bench" / "backward_fast_cpu.json").read_text())
+env = bench["provenance"]["environment"]
+names = {"jfb": "JFB", "neumann": f"Neumann-{bench['neumann_k']}", "ift_aa": "IFT, Anderson adjoint",
+         "ift_fp": "IFT, plain adjoint", "ift_cg": "IFT, CG on the normal equations (paper)"}
+sizes = [r["size"] for r in bench["rows"]]
+fig, ax = plt.subplots(figsize=(6.4, 3.8))
+for k, label in names.items():
+    ax.plot(sizes, [1e3 * r["methods"][k]["backward_median"] for r in bench["rows"]], "o-", label=label)
+ax.plot(sizes, [1e3 * r["t_T_forward_backward"] for r in bench["rows"]], "k:", label="one $T$ forward + backward")
+ax.set(xlabel="image side (pixels)", ylabel="backward pass (ms, median)", yscale="log",
+       title=f"backward_fast_cpu.json: batch {bench['batch']}, {bench['depth']}x{bench['width']}, {env['device']}")
+ax.title.set_fontsize(9)
+ax.legend(fontsize=8)
+plt.show()
+big = bench["rows"][-1]
+jfb = big["methods"]["jfb"]
+Markdown(f"At {big['size']} px (medians of {bench['repeats']} timed steps):\n\n" + markdown_table(
+    ["backward", "products", "backward (ms)", "× JFB's backward", "forward (ms)", "step (ms)", "× JFB's step"],
+    [[label, f"{m['backward_iterations_median']:g}", f"{1e3 * m['backward_median']:.1f}",
+      f"{m['backward_median'] / jfb['backward_median']:.1f}", f"{1e3 * m['forward_median']:.0f}",
+      f"{1e3 * m['step_median']:.0f}", f"{big['step_ratio_to_jfb'][k]:.2f}"]
+     for k, label in names.items() for m in [big["methods"][k]]]))
 
 # %% [markdown]
-# How to read it. The forward solve is the same for all methods and dominates
-# JFB's step. JFB's backward costs about one forward-plus-backward pass of $T_\Theta$,
-# at the floor (1.0 to 1.1 times it from 32 px on; more at 16 px, where fixed costs weigh). IFT
-# adds one vector-Jacobian product per adjoint iteration, or a vector-Jacobian plus a
-# Jacobian-vector product per CG iteration on the normal equations; autograd builds the
-# Jacobian-vector product from two more backward passes (the double-vector-Jacobian trick of
-# `jfb_core.gradients`), which is why the paper's route is the slowest. The
-# adjoint solves here are short because $\|J\| \approx 1 - \eta = 0.6$ and the tolerance is
-# $10^{-4}$. With a smaller step size or a tighter tolerance, IFT's share grows as
-# $\log(\text{tol})/\log(1 - \eta)$ (previous figure). With the paper's
-# $\eta = 10^{-3}$ plain iteration would need thousands of products per step; Anderson
-# acceleration on the adjoint (`train --backward-solver anderson`) cuts such counts, as the
-# previous figure measured down to $\eta = 0.05$.
-#
-# The two networks tell the same story, and the paper's network tells it more
-# strongly: at 128 px on one CPU thread a JFB step of the 17×64 model takes about
-# 100 s, the paper's CG route about 4 times as long and fixed-point IFT about
-# 2.3 times, and IFT keeps about twice the memory (right panel). The adjoint
-# solves do not get longer (7–8 CG and 15–16 fixed-point iterations at every
-# size, the iteration columns); what grows is the price of each one: for the
-# paper's network one vector-Jacobian product of $T_\Theta$ costs 1.6–2.1 times a
-# no-grad evaluation of $T_\Theta$ from 32 px on (from the JSON: IFT-FP's backward time, which
-# includes the final product with $M$, per adjoint product, over JFB's forward time per
-# evaluation of $T_\Theta$), against 0.7–1.1
-# times for the small network. On a GPU the seconds and this price change; the
-# number of $T_\Theta$ passes each method needs does not.
-#
-# The `fast` run also times IFT with Anderson acceleration on the adjoint equation
-# (`ift_aa`): 7 products with $J^\top$ instead of 15–16, each 1.3–1.5 times dearer (the small
-# least-squares problem and the stored history), for a training step 1.2–1.3 times JFB's
-# against 1.4–1.7 times for plain iteration and 1.9–2.5 times for the paper's CG route (the
-# paper-scale table above does not time `ift_aa`, hence its dashes). JFB stays the cheapest, but
-# the exact gradient costs less than the paper's route suggests.
-# The paper's network timed the same way with JFB and `ift_aa` side by side
-# (`backward_paper_cpu_aa.json`; ratios are taken within that benchmark):
-
-# %%
-aa_path = results / "bench" / "backward_paper_cpu_aa.json"
-if aa_path.exists():
-    aa_run = json.loads(aa_path.read_text())
-    print(f"paper 17x64, CPU ({aa_path.name}): batch {aa_run['batch']}, median of {aa_run['repeats']} timed steps, "
-          f"{aa_run['provenance']['environment'].get('device', '?')}")
-    print(f"  {'size':>5} {'JFB s':>7} {'IFT-AA/JFB':>10} {'AA its':>6} {'IFT-AA bwd / JFB bwd':>21}")
-    for r in aa_run["rows"]:
-        ms = r["methods"]
-        print(f"  {r['size']:5d} {ms['jfb']['step_median']:7.2f} {r['step_ratio_to_jfb']['ift_aa']:10.2f} "
-              f"{ms['ift_aa']['backward_iterations_median']:6g} "
-              f"{ms['ift_aa']['backward_median'] / ms['jfb']['backward_median']:21.2f}")
-
-# %% [markdown]
-# On the paper's network the Anderson adjoint again needs 7 products at every size, and from
-# 64 px on a training step costs 1.4–1.55 times JFB's, where plain iteration cost 1.8–2.3 times
-# and the paper's CG route 3.3–4.1 times in `backward_paper_cpu.json` (each ratio taken within
-# its own benchmark). At 32 px the two forward solves, the same computation, were timed at 6.9 s and 4.5 s, so
-# that row's ratio (0.96) is timing noise that three repeats do not remove.
+# How to read it. JFB's backward is the floor: one forward-plus-backward pass of $T_\Theta$
+# (dotted line). IFT adds one vector-Jacobian product per adjoint iteration, or a
+# vector-Jacobian and a Jacobian-vector product per CG iteration on the normal equations;
+# autograd builds the Jacobian-vector product from two more backward passes (the
+# double-vector-Jacobian trick of `jfb_core.gradients`), which is why the paper's route is the
+# slowest. The adjoint solves are short because $\|J\| \approx 1 - \eta = 0.6$ and the
+# tolerance is $10^{-4}$ (at the paper's $\eta = 10^{-3}$ they would not be, as computed
+# above); Anderson acceleration halves their products again. The whole step is dominated by the forward solve, so the ratios of
+# steps are smaller than those of backward passes. JFB stays the cheapest; the exact
+# gradient, solved well, costs less than the paper's route suggests. The forward solve is
+# the same computation for every method, yet its time differs between the rows: that is the
+# noise of a CPU timing, and why step ratios deserve one decimal, not two.
 #
 # ## Memory
 #
@@ -720,14 +674,15 @@ if aa_path.exists():
 # grow with the number of forward iterations. Backpropagation through $K$ unrolled
 # steps stores every step. The committed `bench memory` run counts the bytes
 # autograd saves for the backward pass (a measure that does not depend on the
-# allocator; on a GPU the JSON also has the CUDA peak). IFT records $T_\Theta$ twice:
-# once for the output and once for the Jacobian products of the adjoint solve.
+# allocator; on a GPU the JSON also has the CUDA peak). IFT's hook reuses the graph of the
+# one recorded $T_\Theta$ for every product with $J^\top$, so it saves exactly what JFB saves
+# (the work vectors of its adjoint solve come on top, a few images' worth).
 
 # %%
 path = results / "bench" / "memory_fast_cpu.json"
 mem = json.loads(path.read_text())
 fig, ax = plt.subplots(figsize=(6, 3.6))
-for mode, style in (("unrolled", "s-"), ("ift", "^-"), ("jfb", "o-")):
+for mode, style in (("unrolled", "s-"), ("ift", "^-"), ("jfb", "o--")):
     pts = [(r["iterations"], r["saved_bytes"] / 2**20) for r in mem["rows"] if r["mode"] == mode]
     if pts:
         ax.plot(*zip(*pts), style, label=mode)
@@ -743,24 +698,18 @@ for r in mem["rows"]:
 # %% [markdown]
 # ## Summary
 #
-# * The exact gradient of a fixed-point layer is $g(I - J)^{-1}M$ (3.10). Compute it by
-#   solving the adjoint equation $(I - J)^\top w = g$ with vector-Jacobian products,
-#   then one backward pass with $w$ in place of $g$: a hook of a dozen lines, which
-#   matches a dense solve to rounding error.
-# * CG on the normal equations (the paper's route) needs the right-hand side
-#   $(I - J)g$. With $Jg$ instead it runs without complaint and returns a
-#   gradient that is off by half its length here, worse than JFB's.
+# * The exact gradient of a fixed-point layer is $g(I - J)^{-1}M$ (3.10): solve the adjoint
+#   equation $(I - J)^\top w = g$ with vector-Jacobian products, then backpropagate $w$ in
+#   place of $g$. A hook of a dozen lines matches a dense solve to rounding error.
+# * CG on the normal equations (the paper's route) needs the right-hand side $(I - J)g$;
+#   with $Jg$ it runs without complaint and returns a gradient off by half its length.
 # * Neumann-$k$ interpolates between JFB ($k = 0$) and IFT, with error about $\|J\|^k$.
-# * JFB uses one backward pass through $T_\Theta$ at the fixed point. Its descent
-#   guarantee (contraction, $MM^\top$ invertible with $\kappa(MM^\top) < 1/\gamma$) cannot be
-#   checked for a CNN, but its conclusion can be measured: descent in every sampled
-#   DE-GRAD case here. For DE-GRAD, $I - J = \eta(I + A^\top A - \partial f_\Theta)$ suggests why:
-#   in image space JFB replaces the adjoint by a vector close to a multiple of it.
-#   On linear problems with a rotating $J$ near $\|J\| = 1$ and a poorly conditioned $M$,
-#   JFB points uphill in about one case in six.
-# * Per training step, JFB's backward costs about one pass of $T_\Theta$. IFT's
-#   backward cost grows with the adjoint iterations, and unrolling's memory grows
-#   with the forward iterations.
+# * JFB's descent guarantee cannot be checked for a CNN, but its conclusion can be
+#   measured: descent in every sampled DE-GRAD case, where $I - J$ is close to a multiple of
+#   the identity; uphill about one time in six for rotating $J$ near $\|J\| = 1$ and a poorly
+#   conditioned $M$.
+# * JFB's backward costs one pass of $T_\Theta$; IFT's grows with its adjoint iterations and
+#   saves no more memory; unrolling's memory grows with the forward iterations.
 #
 # ## Exercises
 #

@@ -131,6 +131,25 @@ def format_rows(rows: list[Row], training: Mapping[str, str] | None = None, agai
     return "\n".join(lines)
 
 
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table (for ``IPython.display.Markdown``): the header, then one line per row;
+    cells are written with ``str`` (format numbers before), a ``|`` inside a cell is escaped."""
+    if any(len(row) != len(header) for row in rows):
+        raise ValueError(f"every row needs {len(header)} cells, one per column of {header}")
+    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(map(cell, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def rows_markdown(rows: list[Row], training: Mapping[str, str] | None = None, against: str = "TV") -> str:
+    """:func:`format_rows` as a Markdown table."""
+    training = training or {}
+    return markdown_table(["method", "images", "PSNR (dB)", "SSIM", f"− {against} (dB)", "better", "training"],
+                          [[r.label, r.n, f"{r.psnr:.2f}", f"{r.ssim:.3f}", f"{r.gain_mean:+.2f}",
+                            f"{r.better_fraction:.0%}", training.get(r.label, "")] for r in rows])
+
+
 def training_label(log: Mapping[str, Any]) -> str:
     """How a run was trained, from its ``log.json``: steps, minutes, device, warm start."""
     last, cfg = log["log"][-1], log["config"]
@@ -192,4 +211,4 @@ def curve_points(log: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 __all__ = ["MismatchedEvaluations", "Row", "TimeToQuality", "check_same_measurements", "compare", "curve_points",
-           "format_rows", "load_json", "per_image", "setting_label", "smooth", "time_to_quality", "training_label"]
+           "format_rows", "load_json", "markdown_table", "rows_markdown", "per_image", "setting_label", "smooth", "time_to_quality", "training_label"]

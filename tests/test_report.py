@@ -97,3 +97,12 @@ def test_truncate_compares_a_longer_row_on_the_reference_images_only():
     shuffled = evaluation([2, 1, 3, 4], {"net": [0.0] * 4})
     with pytest.raises(MismatchedEvaluations, match="are not the reference's"):
         compare(short_ref, {"net": (shuffled, "net")}, truncate=True)
+
+
+def test_markdown_table_has_one_line_per_row_and_escapes_bars():
+    from jfb_core.report import markdown_table
+
+    text = markdown_table(["a", "b"], [[1, "x|y"], [2.5, ""]])
+    assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | x\\|y |", "| 2.5 |  |"]
+    with pytest.raises(ValueError, match="2 cells"):
+        markdown_table(["a", "b"], [[1]])
