@@ -338,3 +338,6 @@ ablation64: $(STAMP)
 	$(BIN)/python -m jfb_core evaluate $(EVALS1) --device cpu --methods tv,plain,rho,prox,skip,cpl \
 	  $(foreach v,$(ABL_VARIANTS),--checkpoint $(v)=$(RABL)_$(v)/checkpoint.pt) --tv-grid 1e-3,2e-3,4e-3 \
 	  --solve-tol 1e-5 --solve-max-iter 400 --out results/eval/celeba-paper-test_64px_5x5_s1_ablation.json
+	$(BIN)/python -m jfb_core evaluate $(EVALS1) --device cpu --methods plain,rho,prox,skip,cpl \
+	  $(foreach v,$(ABL_VARIANTS),--checkpoint $(v)=$(RABL)_$(v)/checkpoint.pt) --limit 200 \
+	  --out results/eval/celeba-paper-test_64px_5x5_s1_ablation_trained-tol.json

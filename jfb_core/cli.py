@@ -32,7 +32,7 @@ from jfb_core.models import certify_stored_norms, lipschitz_certificate
 from jfb_core.paper import paper_run
 from jfb_core.provenance import check_writable, environment_info, provenance, write_json
 from jfb_core.solvers import DEFAULT_FORWARD_SOLVER, FORWARD_SOLVERS
-from jfb_core.train import (check_compatible, DATA_KEYS, EVAL_SPLITS, load_checkpoint, load_weights, read_checkpoint,
+from jfb_core.train import (check_compatible, check_trainable, DATA_KEYS, EVAL_SPLITS, load_checkpoint, load_weights, read_checkpoint,
     split_config, train, TrainingDiverged, TrainOptions)
 
 
@@ -424,15 +424,21 @@ TRAIN_OVERRIDES = ("epochs", "pretrain_epochs", "n_train", "batch_size", "lr", "
                    "width", "tol", "max_iter", "lipschitz", "rho")
 
 
+def _as_flag(message: str) -> str:
+    """A configuration rule's message (``"n_eval must be >= 1, got 0"``) as the command line says it
+    (``"--n-eval must be >= 1, got 0"``); ``image_size`` is ``--size``."""
+    field, sep, rest = message.partition(" must ")
+    if not sep or not field.isidentifier():
+        return message
+    return f"--{'size' if field == 'image_size' else field.replace('_', '-')} must {rest}"
+
+
 def _train_setup(args: argparse.Namespace):
     """``(preset, options, device)`` from the training flags, checked before any work."""
 
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {k: getattr(args, k) for k in TRAIN_OVERRIDES if getattr(args, k) is not None}
-    for k in ("epochs", "n_train", "batch_size", "depth", "width", "max_iter"):
-        if overrides.get(k) is not None and overrides[k] < 1:
-            raise UserError(f"--{k.replace('_', '-')} must be at least 1, got {overrides[k]}")
     if args.size is not None:
         overrides["image_size"] = args.size
     for name in ("data_step", "skip", "activation", "arch"):
@@ -440,10 +446,14 @@ def _train_setup(args: argparse.Namespace):
             overrides[name] = getattr(args, name)
     if args.data_cache:
         overrides["dataset"] = "celeba"
-    preset = get_preset(args.preset, **overrides)
-    # every TrainOptions field is a flag of the same name (tests/test_cli_train_flags.py checks each one)
-    options = TrainOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions)
-                              if hasattr(args, f.name)})
+    try:  # the rules live in Preset, TrainOptions and train.check_trainable; their messages name the field
+        preset = get_preset(args.preset, **overrides)
+        check_trainable(preset)
+        # every TrainOptions field is a flag of the same name (tests/test_cli_train_flags.py checks each one)
+        options = TrainOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainOptions)
+                                  if hasattr(args, f.name)})
+    except UserError as exc:
+        raise UserError(_as_flag(str(exc))) from None
     if preset.dataset == "celeba" and not args.data_cache:
         raise UserError("the preset trains on CelebA: pass --data-cache FILE made by "
                         "`python -m jfb_core prepare --data /path/to/celeba`")
@@ -543,10 +553,10 @@ def torch_device_kind(device: str) -> str:
 
 def _add_solver_arguments(tr: argparse.ArgumentParser) -> None:
     """The forward solver and the backward's options (their defaults are the strategies' own)."""
-    tr.add_argument("--neumann-k", type=_nonnegative_int, default=Neumann.k)
-    tr.add_argument("--unroll-k", type=_positive_int, default=Unrolled.k)
-    tr.add_argument("--backward-tol", type=_positive_float, default=IFT.tol)
-    tr.add_argument("--backward-max-iter", type=_positive_int, default=IFT.max_iter)
+    tr.add_argument("--neumann-k", type=int, default=Neumann.k)
+    tr.add_argument("--unroll-k", type=int, default=Unrolled.k)
+    tr.add_argument("--backward-tol", type=float, default=IFT.tol)
+    tr.add_argument("--backward-max-iter", type=int, default=IFT.max_iter)
     tr.add_argument("--backward-solver", choices=IFT_SOLVERS, default=IFT.solver,
                     help="IFT's adjoint solver: fixed_point or anderson (the forward solvers on w = g + J^T w) "
                          "or cg_normal (CG on the normal equations, the paper's route)")
@@ -581,12 +591,12 @@ def _add_train_arguments(tr: argparse.ArgumentParser) -> None:
     tr.add_argument("--skip", action=argparse.BooleanOptionalAction, default=None,
                     help="f = c + eps (alpha (x - c) + (1 - alpha) g(x - c)) with a 1-Lipschitz g (chapter 6)")
     _add_solver_arguments(tr)
-    tr.add_argument("--n-eval", type=_positive_int, default=64,
+    tr.add_argument("--n-eval", type=int, default=64,
                     help="test images scored after every epoch (with --data-cache: at most its test split; "
                          "else at most the preset's n_test)")
-    tr.add_argument("--max-steps", type=_positive_int, default=None, help="stop after this many optimiser steps in all")
-    tr.add_argument("--eval-every", type=_nonnegative_int, default=0, help="also score the eval images every N steps")
-    tr.add_argument("--checkpoint-every", type=_nonnegative_int, default=0,
+    tr.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps in all")
+    tr.add_argument("--eval-every", type=int, default=0, help="also score the eval images every N steps")
+    tr.add_argument("--checkpoint-every", type=int, default=0,
                     help="also checkpoint every N steps within an epoch, so an interrupted run "
                          "loses at most N steps on --resume (default: only at epoch ends)")
     tr.add_argument("--amp", action="store_true", help="bfloat16 autocast on a GPU")
@@ -601,7 +611,7 @@ def _add_train_arguments(tr: argparse.ArgumentParser) -> None:
                          "bounds; the drift between scans is logged")
     tr.add_argument("--certify-margin", type=float, default=0.0,
                     help="store the certified norms this fraction above the bound (default 0)")
-    tr.add_argument("--crop", type=_positive_int, default=None,
+    tr.add_argument("--crop", type=int, default=None,
                     help="train on one random CROP x CROP patch of each training image (scored on whole images)")
     tr.add_argument("--eval-split", choices=EVAL_SPLITS, default="test",
                     help="images scored during training: test, or val (the last --n-eval images of the training "
@@ -777,7 +787,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare_arguments(subs["prepare"])
     for name in ("train", "paper-run"):
         _add_train_arguments(subs[name])
-    subs["train"].add_argument("--max-seconds", type=_positive_float, default=None,
+    subs["train"].add_argument("--max-seconds", type=float, default=None,
                                help="stop cleanly (checkpointed, resumable) once training has run this many "
                                     "seconds in all, resumed sessions included")
     _add_paper_run_arguments(subs["paper-run"])

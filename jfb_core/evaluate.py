@@ -14,10 +14,13 @@ by the image's number), so two methods always see the same measurements.
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 
 from jfb_core.baselines import direct_inverse, pnp_pgd, tikhonov, tune_weight, tv_fista, tv_gradient_descent
@@ -320,29 +323,58 @@ def pnp_method(f, A: LinearOperator, dtype: torch.dtype, steps: Sequence[float],
     return LearnedMethod(rec, grid, config, tally, solver_key="pnp_solver")
 
 
-def plot_grid(images: dict[str, torch.Tensor], labels: dict[str, str], path: str, title: str = "") -> None:
-    """Rows of images, one row per entry of ``labels`` (the paper's Table 1 layout), columns = test images;
-    with a ``"truth"`` row, every other image is titled with its PSNR against it."""
+def grid_layout(n_rows: int, n_cols: int, size: int, label_width: int = 170, title_height: int = 34,
+                gap: int = 6) -> dict:
+    """Pixel geometry of :func:`plot_grid`'s figure: each image is drawn ``scale`` times larger by
+    pixel repetition (``scale = max(1, 256 // size)``), so a panel of the PNG is an exact copy of
+    the image, and a detail can be cut from it without resampling."""
+    scale = max(1, 256 // size)
+    tile = size * scale
+    return {"rows": n_rows, "cols": n_cols, "size": size, "scale": scale, "tile": tile, "gap": gap,
+            "left": label_width, "top": title_height,
+            "width": label_width + n_cols * (tile + gap), "height": title_height + n_rows * (tile + gap)}
+
+
+def grid_panel(layout: dict, row: int, col: int) -> tuple[slice, slice]:
+    """The pixel rows and columns of panel (``row``, ``col``) in a :func:`plot_grid` PNG."""
+    y = layout["top"] + row * (layout["tile"] + layout["gap"])
+    x = layout["left"] + col * (layout["tile"] + layout["gap"])
+    return slice(y, y + layout["tile"]), slice(x, x + layout["tile"])
+
+
+def plot_grid(images: dict[str, torch.Tensor], labels: dict[str, str], path: str, title: str = "") -> dict:
+    """Rows of images, one row per entry of ``labels`` (the paper's Table 1 layout), columns = test
+    images, at an integer magnification (:func:`grid_layout`); with a ``"truth"`` row, every
+    other panel carries its PSNR against it, written inside the panel. Writes the PNG at
+    ``path`` and its layout beside it (``.json``); returns the layout."""
     from matplotlib.figure import Figure
 
     rows = [k for k in labels if k in images]
-    n = images[rows[0]].shape[0]
-    fig = Figure(figsize=(1.6 * n + 1.6, 1.6 * len(rows)), layout="constrained")
-    axes = fig.subplots(len(rows), n, squeeze=False)
+    n, size = images[rows[0]].shape[0], images[rows[0]].shape[-1]
+    lay = grid_layout(len(rows), n, size)
+    canvas = np.ones((lay["height"], lay["width"], 3))
     for i, key in enumerate(rows):
         for j in range(n):
-            ax = axes[i][j]
-            ax.imshow(images[key][j].clamp(0, 1).permute(1, 2, 0).numpy())
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if key != "truth" and "truth" in images:  # each reconstruction's PSNR against its ground truth
-                p = float(psnr(images[key][j:j + 1], images["truth"][j:j + 1]))  # as scored: unclipped
-                ax.set_title(f"{p:.2f} dB", fontsize=7, pad=2)
-            if j == 0:
-                ax.set_ylabel(labels[key], fontsize=8)
+            tile = images[key][j].clamp(0, 1).permute(1, 2, 0).numpy()
+            ys, xs = grid_panel(lay, i, j)
+            canvas[ys, xs] = np.repeat(np.repeat(tile, lay["scale"], axis=0), lay["scale"], axis=1)
+    fig = Figure(figsize=(lay["width"] / 100, lay["height"] / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(canvas, interpolation="nearest")
+    ax.set_axis_off()
+    for i, key in enumerate(rows):
+        ys, _ = grid_panel(lay, i, 0)
+        ax.text(lay["left"] - 10, (ys.start + ys.stop) / 2, labels[key], ha="right", va="center", fontsize=10)
+        for j in range(n if key != "truth" and "truth" in images else 0):
+            p = float(psnr(images[key][j:j + 1], images["truth"][j:j + 1]))  # as scored: unclipped
+            ys, xs = grid_panel(lay, i, j)
+            ax.text(xs.start + 4, ys.stop - 4, f"{p:.2f} dB", ha="left", va="bottom", fontsize=9, color="white",
+                    bbox={"facecolor": "black", "alpha": 0.6, "pad": 1.5, "linewidth": 0})
     if title:
-        fig.suptitle(title, fontsize=8)
+        ax.text(lay["width"] / 2, lay["top"] / 2, title, ha="center", va="center", fontsize=10)
     fig.savefig(path, dpi=100)
+    Path(path).with_suffix(".json").write_text(json.dumps({**lay, "labels": [labels[k] for k in rows]}, indent=1))
+    return lay
 
 
 def format_weight(w, number: str = "{:.1e}") -> str:
@@ -353,5 +385,5 @@ def format_weight(w, number: str = "{:.1e}") -> str:
 
 
 __all__ = ["CLASSICAL_METHODS", "ClassicalSettings", "LearnedMethod", "MethodResult", "PnPTally", "SolverTally", "Split",
-           "TV_EXACT_GRID", "degrad_method", "evaluate_classical", "format_weight", "make_reconstructor",
-           "plot_grid", "pnp_method"]
+           "TV_EXACT_GRID", "degrad_method", "evaluate_classical", "format_weight", "grid_layout", "grid_panel",
+           "make_reconstructor", "plot_grid", "pnp_method"]

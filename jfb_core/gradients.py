@@ -217,8 +217,10 @@ class IFT(_Hooked):
     def __post_init__(self) -> None:
         if self.solver not in IFT_SOLVERS:
             raise UserError(f"backward_solver must be one of {IFT_SOLVERS}, got {self.solver!r}")
-        if not self.tol > 0 or self.max_iter < 1:
-            raise UserError(f"IFT needs backward_tol > 0 and backward_max_iter >= 1, got {self.tol}, {self.max_iter}")
+        if not self.tol > 0:
+            raise UserError(f"backward_tol must be > 0 (IFT's adjoint tolerance), got {self.tol}")
+        if self.max_iter < 1:
+            raise UserError(f"backward_max_iter must be >= 1 (IFT's adjoint iterations), got {self.max_iter}")
 
     def adjoint(self, vjp: Map, jvp: Map, g: torch.Tensor) -> tuple[torch.Tensor, int, list[float]]:
         w, iters, res = ADJOINT_SOLVERS[self.solver](vjp, jvp, g, self.tol, self.max_iter)

@@ -597,16 +597,22 @@ def train(preset: Preset, options: TrainOptions, out_dir: str | os.PathLike[str]
     shape the result changed, :class:`RunLocked` when another process trains in
     ``out_dir``, and :class:`TrainingInterrupted` on Ctrl-C (naming the last checkpoint).
     """
-    if preset.epochs < 1:
-        raise UserError(f"epochs must be >= 1 to train, got {preset.epochs}")
-    if preset.n_train < 1:
-        raise UserError(f"n_train must be >= 1 (the number of training images), got {preset.n_train}")
+    check_trainable(preset)
     rank, world = _dist_info()
     out_dir = Path(out_dir)
     if rank != 0:
         return _train(preset, options, out_dir, device, resume, progress)
     with RunLock(out_dir):
         return _train(preset, options, out_dir, device, resume, progress)
+
+
+def check_trainable(preset: Preset) -> None:
+    """What training adds to a preset's own rules (a preset for evaluation may have no epochs):
+    at least one epoch and one training image."""
+    if preset.epochs < 1:
+        raise UserError(f"epochs must be >= 1 to train, got {preset.epochs}")
+    if preset.n_train < 1:
+        raise UserError(f"n_train must be >= 1 (the number of training images), got {preset.n_train}")
 
 
 def _train(preset: Preset, options: TrainOptions, out_dir: Path, device: str, resume: bool,
@@ -791,7 +797,8 @@ def slim_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str],
 
     ``keep_power_vectors=False`` stores each as a zero of its shape (a single stored number:
     at 128 px the vectors are most of the file) and drops the Fourier tracking vectors of a
-    certified run (``fvec``). The network still scores with the stored ``sigma`` (certified up
+    certified run (``fvec``; a fresh empty tensor, since a slice would keep, and save, its
+    whole storage). The network still scores with the stored ``sigma`` (certified up
     to the size recorded in ``certified``), so its outputs are the same; training from such a
     file restarts the power iteration from a random vector, or with ``certify`` the tracking
     from the exact singular vectors."""
@@ -803,12 +810,12 @@ def slim_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str],
             is_u = lambda k: k == "u" or k.endswith(".u")  # noqa: E731
             is_f = lambda k: k == "fvec" or k.endswith(".fvec")  # noqa: E731
             ckpt[key] = {k: (v.half() if keep_power_vectors else torch.zeros((), dtype=torch.float16).expand(v.shape))
-                         if is_u(k) else (v[:0] if is_f(k) and not keep_power_vectors else v)
+                         if is_u(k) else (v.new_zeros((0, *v.shape[1:])) if is_f(k) and not keep_power_vectors else v)
                          for k, v in state.items()}
     return save_checkpoint(ckpt, dst)
 
 
 __all__ = ["ConfigMismatch", "DATA_KEYS", "DivergenceGuard", "MODEL_KEYS", "RESUME_MAY_CHANGE", "RunLock", "RunState",
-           "TrainOptions", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "build_model", "certify_norms", "check_compatible",
+           "TrainOptions", "TrainResult", "TrainingDiverged", "TrainingInterrupted", "build_model", "certify_norms", "check_compatible", "check_trainable",
            "config_changes", "evaluate_model", "load_cache", "load_checkpoint", "pretrain_denoiser", "read_checkpoint",
            "load_weights", "run_config", "save_checkpoint", "slim_checkpoint", "split_config", "split_images", "to_plain", "train"]

@@ -417,17 +417,25 @@ def test_every_committed_checkpoint_loads_safely_and_reconstructs(path):
         assert gain > 0.25
 
 
-def test_the_reconstruction_grid_titles_each_image_with_its_psnr(tmp_path, monkeypatch):
-    import matplotlib.figure
+def test_the_reconstruction_grid_writes_each_psnr_in_its_panel_and_copies_images_exactly(tmp_path, monkeypatch):
+    import matplotlib.axes
+    import matplotlib.pyplot as plt
 
-    from jfb_core.evaluate import plot_grid
+    from jfb_core.evaluate import grid_panel, plot_grid
     from jfb_core.metrics import psnr
 
     truth = torch.rand(2, 3, 8, 8)
-    noisy = truth + 0.1 * torch.randn(2, 3, 8, 8)
-    titles = []
-    real = matplotlib.axes.Axes.set_title
-    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda ax, t, **k: (titles.append(t), real(ax, t, **k))[1])
-    plot_grid({"truth": truth, "noisy": noisy}, {"truth": "ground truth", "noisy": "noisy"}, str(tmp_path / "g.png"))
-    assert titles == [f"{float(psnr(noisy[j:j + 1], truth[j:j + 1])):.2f} dB" for j in range(2)]
-    assert (tmp_path / "g.png").stat().st_size > 1000
+    noisy = (truth + 0.1 * torch.randn(2, 3, 8, 8)).clamp(0, 1)
+    texts = []
+    real = matplotlib.axes.Axes.text
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", lambda ax, x, y, t, **k: (texts.append(t), real(ax, x, y, t, **k))[1])
+    lay = plot_grid({"truth": truth, "noisy": noisy}, {"truth": "ground truth", "noisy": "noisy"}, str(tmp_path / "g.png"))
+    assert [t for t in texts if t.endswith(" dB")] == [f"{float(psnr(noisy[j:j + 1], truth[j:j + 1])):.2f} dB"
+                                                      for j in range(2)]
+    assert {"ground truth", "noisy"} <= set(texts)
+    img = plt.imread(tmp_path / "g.png")[..., :3]
+    assert img.shape[:2] == (lay["height"], lay["width"]) and lay["scale"] == 32
+    ys, xs = grid_panel(lay, 0, 1)  # the second ground truth, magnified by pixel repetition
+    expected = truth[1].permute(1, 2, 0).numpy().repeat(32, axis=0).repeat(32, axis=1)
+    assert abs(img[ys, xs][:16, :16] - expected[:16, :16]).max() < 1 / 255 + 1e-6  # exact up to 8-bit storage
+    assert json.loads((tmp_path / "g.json").read_text())["tile"] == lay["tile"]
