@@ -559,8 +559,9 @@ def _start_or_resume(state: RunState, preset: Preset, options: TrainOptions, out
         check_compatible(ckpt["config"], state.config)
         state.restore(ckpt, ckpt_path)
         changed = {k: list(v) for k, v in config_changes(ckpt["config"], state.config, RESUME_MAY_CHANGE).items()}
-        if changed:
-            state.resumes.append({"epoch": state.epoch, "steps": state.steps, "changed": changed})
+        if changed or ckpt.get("portable"):  # a portable file re-estimates its power vectors: not bit for bit
+            state.resumes.append({"epoch": state.epoch, "steps": state.steps, "changed": changed,
+                                  **({"portable": True} if ckpt.get("portable") else {})})
         if progress:
             progress({"phase": "resume", "epoch": state.epoch, "steps": state.steps,
                       "batch": state.partial["batch"] if state.partial else 0})
@@ -639,8 +640,10 @@ def _train(preset: Preset, options: TrainOptions, out_dir: Path, device: str, re
         net = model
         if world > 1:
             net = torch.nn.parallel.DistributedDataParallel(model, device_ids=None if device == "cpu" else [device])
-        if not state.calibrations:
-            _calibrate(state, preset, options)  # certified from the first step
+        untracked = options.certify and any(not layer.fvec.numel() for layer in getattr(model.f, "spectral_layers",
+                                                                                       lambda: [])())
+        if not state.calibrations or untracked:  # certified from the first step, and after a portable file
+            _calibrate(state, preset, options)
         stop = "finished"
         if (state.epoch >= preset.epochs or (options.max_steps is not None and state.steps >= options.max_steps)
                 or (options.max_seconds is not None and state.train_seconds >= options.max_seconds)):
@@ -789,7 +792,7 @@ def _end_epoch(state: RunState, preset: Preset, options: TrainOptions, sums: dic
 
 
 def slim_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str],
-                    keep_power_vectors: bool = True) -> Path:
+                    keep_power_vectors: bool = True, keep_optimizer: bool = False) -> Path:
     """A copy of a checkpoint for publishing: without the optimiser state, and with the
     power-iteration vectors ``u`` of the spectral layers (image-sized, most of what is left)
     stored in float16. They only warm-start the norm estimate; a model scores with the
@@ -801,9 +804,19 @@ def slim_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str],
     whole storage). The network still scores with the stored ``sigma`` (certified up
     to the size recorded in ``certified``), so its outputs are the same; training from such a
     file restarts the power iteration from a random vector, or with ``certify`` the tracking
-    from the exact singular vectors."""
+    from the exact singular vectors.
+
+    ``keep_optimizer=True`` (with ``keep_power_vectors=False``) makes a *portable* checkpoint
+    that ``train --resume`` continues: the optimiser state and the counters stay, the power and
+    tracking vectors are re-estimated on resumption, and the resumption is recorded as
+    portable. A certified run re-derives its tracking vectors exactly as the calibration before
+    the checkpoint did, so it continues as the uninterrupted run (a test checks it bit for bit);
+    an uncertified one restarts its power iteration and continues close to it."""
     ckpt = read_checkpoint(src)
-    ckpt.pop("optimizer", None)
+    if keep_optimizer:
+        ckpt["portable"] = not keep_power_vectors
+    else:
+        ckpt.pop("optimizer", None)
     for key in ("model", "denoiser"):
         state = ckpt.get(key)
         if state:

@@ -150,3 +150,28 @@ def test_a_slim_certified_checkpoint_scores_the_same_and_stays_certified_on_larg
         thin.f(torch.rand(1, 3, 24, 24))  # larger than certified: raised to the bound there
     for layer in thin.f.spectral_layers():
         assert layer.certified.tolist() == [24, 24] and float(layer.sigma) >= conv_norm_upper(layer.weight, (24, 24))
+
+
+def test_a_portable_certified_checkpoint_resumes_as_the_uninterrupted_run_and_says_so(tmp_path):
+    from jfb_core.train import slim_checkpoint
+
+    torch.set_num_threads(1)
+    preset = _preset(epochs=2, arch="cpl")
+    options = TrainOptions(n_eval=4, certify=True, crop=8)
+    full, part, moved = tmp_path / "full", tmp_path / "part", tmp_path / "moved"
+    train(preset, options, full)
+    train(preset.replace(epochs=1), options, part)
+    moved.mkdir()
+    slim_checkpoint(part / "checkpoint.pt", moved / "checkpoint.pt", keep_power_vectors=False, keep_optimizer=True)
+    stored = torch.load(moved / "checkpoint.pt", weights_only=True)
+    assert stored["optimizer"]["state"] and stored["portable"] is True
+    assert all(v.untyped_storage().nbytes() == 0 for k, v in stored["model"].items() if k.endswith("fvec"))
+    start, _ = load_checkpoint(part / "checkpoint.pt")
+    train(preset, options, moved, resume=True)
+    a, _ = load_checkpoint(full / "checkpoint.pt")
+    b, _ = load_checkpoint(moved / "checkpoint.pt")
+    assert float((_params(a) - _params(start)).norm()) > 0  # the second epoch trained
+    # certified: the checkpoint's last calibration derived the tracking vectors that resumption derives again
+    torch.testing.assert_close(_params(a), _params(b), rtol=0, atol=0)
+    log = json.loads((moved / "log.json").read_text())
+    assert log["resumes"] and log["resumes"][-1]["portable"] is True and log["log"][-1]["epoch"] == 2
