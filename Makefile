@@ -17,7 +17,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION = 1
 
 .PHONY: help install sync check-sync notebooks lab book book-strict \
         pytest nbval test clean reproduce train128 train128-ift train128-certified profile128 publish128 eval128 eval128-s1 \
-        eval128-s5 tight128 tv128 pnp128 ablation64
+        eval128-s5 tight128 tv128 pnp128 ablation64 publish128-certified
 
 help:
 	@echo "make book        set up and build the course HTML ($(BOOK_HTML))"
@@ -197,8 +197,20 @@ TRAIN128C = --preset fast --size 128 --data-cache $(CACHE128) --n-train 7936 --e
 train128-certified: $(STAMP)
 	@test -f "$(CACHE128)" || (test -n "$(CELEBA)" || (echo "usage: make train128-certified CELEBA=/path/to/celeba"; \
 	  exit 2); $(BIN)/python -m jfb_core prepare --data "$(CELEBA)" --size 128 --out "$(CACHE128)")
+	@test -f $(RUNS128)/c128_certified_jfb/checkpoint.pt || ! test -f $(RC128)/checkpoint.pt || \
+	  (mkdir -p $(RUNS128)/c128_certified_jfb && cp $(RC128)/checkpoint.pt $(RUNS128)/c128_certified_jfb/ && \
+	   echo "continuing the committed portable checkpoint $(RC128)/checkpoint.pt")
 	$(BIN)/python -m jfb_core train $(TRAIN128C) --blur 9x9_var5 --epochs 8 --grad-mode jfb \
 	  --init-from results/train/celeba128_9x9_var5_cpl_jfb/checkpoint.pt --out $(RUNS128)/c128_certified_jfb
+
+# The certified run's state, committed so that the next machine continues it (`make train128-certified`
+# picks it up): a portable checkpoint (optimiser and counters, no power or tracking vectors) and its log.
+RC128 = results/train/celeba128_9x9_var5_cpl_jfb_certified
+PORTABLE = $(BIN)/python -c "import sys; from jfb_core.train import slim_checkpoint as s; \
+	s(sys.argv[1], sys.argv[2], keep_power_vectors=False, keep_optimizer=True)"
+publish128-certified: $(STAMP)
+	mkdir -p $(RC128) && cp $(RUNS128)/c128_certified_jfb/log.json $(RC128)/ && \
+	  $(PORTABLE) $(RUNS128)/c128_certified_jfb/checkpoint.pt $(RC128)/checkpoint.pt
 
 # Where the time of the certified 128-px step goes (1 and 2 threads; keep the CPU otherwise idle)
 profile128: $(STAMP)
