@@ -145,7 +145,7 @@ plt.show()
 # $$
 #
 # The matrix $(1-\eta)I - \eta A^\top A$ is symmetric with eigenvalues
-# $1 - \eta(1 + \lambda)$ for $\lambda \in [\mu, L]$; since $\eta(1 + L) < 1$, they are all positive
+# $1 - \eta(1 + s)$ for the eigenvalues $s \in [\mu, L]$ of $A^\top A$; since $\eta(1 + L) < 1$, they are all positive
 # and the largest is $1 - \eta(1 + \mu)$. So
 # $\|T_\Theta(x) - T_\Theta(x')\| \le (1 - \eta(1+\mu))\|x - x'\| + \eta\epsilon\|x - x'\|$. $\square$
 #
@@ -190,7 +190,7 @@ print(f"operator norm on 64x64 images (power iteration): {box_conv.certify((64, 
 # convolution $W$ (zero padding, stride 1) as an operator on images of one size is
 # found by power iteration on $W^\top W$; $W^\top$ is the transposed convolution, so
 # the iteration never forms a matrix. A network of three such convolutions, each
-# divided by $\max(1, \|W_\ell\|/\beta)$ with $\beta = 0.9^{1/3}$, with ReLU between them, is at most
+# divided by $\max(1, \|W_\ell\|/\epsilon_\ell)$ with the per-layer bound $\epsilon_\ell = 0.9^{1/3}$, with ReLU between them, is at most
 # $0.9$-Lipschitz. And $T_\Theta$ is (3.5) with $S_\Theta = I - f_\Theta$:
 
 # %%
@@ -208,7 +208,7 @@ def conv_norm(weight, size, iters=500):
 
 
 class SmallF(torch.nn.Module):
-    """f(x) = W3 relu(W2 relu(W1 x + b1) + b2) + b3, each W_l divided by max(1, ||W_l|| / beta)."""
+    """f(x) = W3 relu(W2 relu(W1 x + b1) + b2) + b3, each W_l divided by max(1, ||W_l|| / eps_l)."""
 
     def __init__(self, width=16, lipschitz=0.9, size=(size, size)):
         super().__init__()
@@ -216,13 +216,13 @@ class SmallF(torch.nn.Module):
         self.weights = torch.nn.ParameterList(
             torch.nn.Parameter(0.2 * torch.randn(o, i, 3, 3, dtype=torch.float64)) for o, i in shapes)
         self.biases = torch.nn.ParameterList(torch.nn.Parameter(torch.zeros(o, dtype=torch.float64)) for o, _ in shapes)
-        self.beta = lipschitz ** (1 / 3)  # the bound per layer
+        self.eps_l = lipschitz ** (1 / 3)  # the bound per layer
         with torch.no_grad():
             self.norms = [conv_norm(w, size) for w in self.weights]
 
     def forward(self, x):
         for k, (w, bias, norm) in enumerate(zip(self.weights, self.biases, self.norms)):
-            x = F.conv2d(x, w / max(1.0, norm / self.beta), bias, padding=1)
+            x = F.conv2d(x, w / max(1.0, norm / self.eps_l), bias, padding=1)
             x = torch.relu(x) if k < 2 else x
         return x
 
@@ -581,7 +581,7 @@ print(f"            its output is A^T d after one tiny step: {100 * float((out_t
 # **2. $\epsilon$ too large.** The theorem is sufficient, not necessary, and without it
 # nothing is promised. Take the extreme "regulariser" $f(x) = 3x$, so that
 # $S - I = -3I$ and $\epsilon = 3$: then $T$ is linear with eigenvalues
-# $1 + \eta(2 - \lambda) \ge 1.40$ (and at most $1 + \eta(2 - \mu) = 1.80$, the $\gamma$ of (3.7),
+# $1 + \eta(2 - s) \ge 1.40$ ($s$ an eigenvalue of $A^\top A$) (and at most $1 + \eta(2 - \mu) = 1.80$, the $\gamma$ of (3.7),
 # which is tight here): an expansion. Plain iteration diverges; Anderson, whose
 # linear version is related to Krylov methods such as GMRES (exactly so only
 # with unlimited memory), still finds the (unique, but unstable) fixed point here.

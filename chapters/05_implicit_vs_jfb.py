@@ -95,7 +95,7 @@ print(f"preset {preset.name}: {preset.image_size}x{preset.image_size} images, ne
 # then $w M$ is one vector-Jacobian product through one application of $T_\Theta$,
 # exactly what `loss.backward()` computes when the incoming gradient is $w$
 # instead of $g$. Equation (3.10a) is numbered "a" because the paper writes it
-# in Section 5.3, in row form ($w\mathcal{J} = d\ell/dx^*$), rather than as a numbered
+# in Section 5.3, in row form ($w\mathcal{J} = d\ell/dx^\star$), rather than as a numbered
 # equation. Its coefficient matrix is applied with vector-Jacobian products
 # $v \mapsto J^\top v$, which autograd provides for the price of one backward pass
 # through $T_\Theta$. Two solvers:
@@ -324,7 +324,8 @@ assert max(errors.values()) < 1e-10
 # is JFB. Backpropagation through $K$ recorded iterations (*unrolling*,
 # `grad_mode="unrolled"`) is a third approximation: it differentiates what the
 # network computed after $K$ steps rather than the fixed point. The figure measures
-# all three against the dense truth. Neumann-$k$ converges like $\|J\|^k$, unrolling at
+# all three against the dense truth. Neumann-$k$'s error falls by about the spectral radius $r(J)$
+# per term (at most by $\|J\|$, its bound), unrolling at
 # the rate the forward iteration converges, and IFT sits at rounding error.
 
 # %%
@@ -376,12 +377,12 @@ print("unrolled errors:", " ".join(f"{e:.1e}" for e in err_unrolled))
 # because $u^\top MM^\top u \ge \lambda_{\min}\|u\|^2$ and $|u^\top J MM^\top u| \le \gamma\lambda_{\max}\|u\|^2$. This is the
 # content of Theorem 3.1 of {cite:t}`fung2022jfb`, to which the paper refers with
 # "more constraints on $T_\Theta$". In the column convention of this chapter
-# ($M$ is $n \times N_\theta$), its conditions read:
+# ($M$ is $n \times P$, for $P$ parameters), its conditions read:
 #
 # 1. $T_\Theta$ is a **contraction** in $x$ with factor $\gamma < 1$ (chapter 4 certifies
 #    this for DE-GRAD);
 # 2. $MM^\top$ is **invertible**: $M$ has full row rank, which needs at least as many
-#    parameters as unknowns, $N_\theta \ge n$;
+#    parameters as unknowns, $P \ge n$;
 # 3. $MM^\top$ is **well conditioned** relative to the contraction:
 #    $\kappa(MM^\top) < 1/\gamma$.
 #
@@ -463,7 +464,7 @@ assert all(r["anderson_iters"] < r["ift_iters"] for r in rows)  # Anderson needs
 # %% [markdown]
 # At initialisation the network's Jacobian is small and smooth, and JFB is
 # parallel to the true gradient to about four digits, at roughly $1.9\eta$ times its length. A trained
-# network is another matter: $\partial f_\Theta$ grows and picks up image structure,
+# network may differ: $\partial f_\Theta$ grows and picks up image structure,
 # which is exactly the part of $I - J$ that JFB ignores. The next cell trains a DE-GRAD
 # with JFB (the `fast` preset's $\eta$) for 100 Adam steps on the bundled training
 # photographs and measures the cosine on a fixed batch every 10 steps.
@@ -528,7 +529,7 @@ plt.show()
 # true gradient's, inside the band $[\eta, 2\eta]$ for these models (an observation, not
 # a bound: see above). IFT's adjoint products by plain iteration track
 # $\log(\text{tol})/\log(1 - \eta)$, a little below it; Anderson acceleration on the same
-# equation needs 8 to 14 over the whole range (a few more or fewer on another processor, whose rounding
+# equation needs 8 to 17 over the whole range (a few more or fewer on another processor, whose rounding
 # changes where the iteration stops). During training the cosine drops below 1 as the
 # network learns structure, but the direction still descends at every
 # measured step. These are measurements on small models over a hundred steps, not a
@@ -538,11 +539,11 @@ plt.show()
 # ### When JFB is a poor direction
 #
 # The smallest problem that shows what happens inside and outside those conditions
-# is linear: $T_\theta(x) = Jx + M\theta$ with $\|J\| = \gamma$ and a loss with gradient $g$ at the
+# is linear: $T_\Theta(x) = Jx + M\Theta$ with $\|J\| = \gamma$ and a loss with gradient $g$ at the
 # fixed point, so that $\nabla\ell = M^\top(I - J)^{-\top}g$ and JFB's direction is $M^\top g$. The
 # cell draws random problems with $n = 60$ unknowns, $J = \gamma Q$ for a random orthogonal
-# $Q$ (a contraction that rotates), and $M$ with $N_\theta = 120$ parameters and singular values
-# spaced from 1 down to $1/\mathrm{cond}(M)$, or with only $N_\theta = 20$ parameters (then
+# $Q$ (a contraction that rotates), and $M$ with $P = 120$ parameters and singular values
+# spaced from 1 down to $1/\mathrm{cond}(M)$, or with only $P = 20$ parameters (then
 # $MM^\top$ is singular), and counts how often JFB descends.
 
 # %%
@@ -561,7 +562,7 @@ def jfb_on_linear_problems(gamma, n_theta, cond_m, trials=400, n=60, seed=0):
     return float(np.mean(cosines > 0)), float(np.median(cosines))
 
 
-print(f"{'gamma':>6} {'N_theta':>7} {'cond(M)':>8} {'conditions 2-3 hold':>20} {'JFB descends':>13} {'median cosine':>14}")
+print(f"{'gamma':>6} {'P':>7} {'cond(M)':>8} {'conditions 2-3 hold':>20} {'JFB descends':>13} {'median cosine':>14}")
 for gamma in (0.5, 0.9, 0.99):
     for n_lin, cond_m in ((120, 1.0), (120, 10.0), (20, 1.0)):
         frac, med = jfb_on_linear_problems(gamma, n_lin, cond_m)
@@ -662,11 +663,13 @@ Markdown(f"At {big['size']} px (medians of {bench['repeats']} timed steps):\n\n"
 # double-vector-Jacobian trick of `jfb_core.gradients`), which is why the paper's route is the
 # slowest. The adjoint solves are short because $\|J\| \approx 1 - \eta = 0.6$ and the
 # tolerance is $10^{-4}$ (at the paper's $\eta = 10^{-3}$ they would not be, as computed
-# above); Anderson acceleration halves their products again. The whole step is dominated by the forward solve, so the ratios of
-# steps are smaller than those of backward passes. JFB stays the cheapest; the exact
+# above); Anderson acceleration halves their products again. For JFB and Neumann the forward
+# solve dominates the step, so their step ratios are smaller than their backward ratios; the
+# paper's CG route spends more on its backward than on its forward. JFB stays the cheapest; the exact
 # gradient, solved well, costs less than the paper's route suggests. The forward solve is
 # the same computation for every method, yet its time differs between the rows: that is the
-# noise of a CPU timing, and why step ratios deserve one decimal, not two.
+# noise of a CPU timing, and why the second decimal of a step ratio means little. (The live run
+# above, on whatever else the CPU is doing, can be noisier still; the committed run is the measurement.)
 #
 # ## Memory
 #
@@ -700,10 +703,10 @@ for r in mem["rows"]:
 #
 # * The exact gradient of a fixed-point layer is $g(I - J)^{-1}M$ (3.10): solve the adjoint
 #   equation $(I - J)^\top w = g$ with vector-Jacobian products, then backpropagate $w$ in
-#   place of $g$. A hook of a dozen lines matches a dense solve to rounding error.
+#   place of $g$. A hook of about 25 lines matches a dense solve to rounding error.
 # * CG on the normal equations (the paper's route) needs the right-hand side $(I - J)g$;
 #   with $Jg$ it runs without complaint and returns a gradient off by half its length.
-# * Neumann-$k$ interpolates between JFB ($k = 0$) and IFT, with error about $\|J\|^k$.
+# * Neumann-$k$ interpolates between JFB ($k = 0$) and IFT; its error falls by about $r(J)$ per term.
 # * JFB's descent guarantee cannot be checked for a CNN, but its conclusion can be
 #   measured: descent in every sampled DE-GRAD case, where $I - J$ is close to a multiple of
 #   the identity; uphill about one time in six for rotating $J$ near $\|J\| = 1$ and a poorly

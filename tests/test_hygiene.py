@@ -11,8 +11,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ROOT / "chapters"
-PY = sorted(CHAPTERS.glob("[0-9][0-9]_*.py"))
-NB = sorted(CHAPTERS.glob("[0-9][0-9]_*.ipynb"))
+PY = sorted(CHAPTERS.glob("[0-9][0-9]*_*.py"))
+NB = sorted(CHAPTERS.glob("[0-9][0-9]*_*.ipynb"))
 
 
 def test_there_are_chapters():
