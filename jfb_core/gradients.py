@@ -40,7 +40,7 @@ import torch
 
 from jfb_core.config import GRAD_MODES
 from jfb_core.errors import UserError
-from jfb_core.solvers import FORWARD_SOLVERS, SolverResult, conjugate_gradient
+from jfb_core.solvers import SolverResult, conjugate_gradient, forward_solver
 
 Map = Callable[[torch.Tensor], torch.Tensor]
 Adjoint = Callable[[Map, Map, torch.Tensor], "tuple[torch.Tensor, int, list[float]]"]
@@ -70,11 +70,11 @@ def adjoint_solve_fixed_point(vjp: Map, g: torch.Tensor, tol: float, max_iter: i
                               method: str = "fixed_point") -> tuple[torch.Tensor, int, torch.Tensor]:
     """The fixed point of ``w -> g + J^T w``, i.e. ``(I - J)^T w = g``, by the forward pass's
     solvers (``method`` ``"fixed_point"`` or ``"anderson"``, as in
-    :data:`jfb_core.solvers.FORWARD_SOLVERS`), per-sample stopping at
+    :func:`jfb_core.solvers.forward_solver`), per-sample stopping at
     ``||(I - J)^T w - g|| <= tol ||g||``. Returns ``w``, the products with ``J^T`` and
     the residuals."""
     step = lambda w: g + vjp(w)  # noqa: E731
-    r = FORWARD_SOLVERS[method](step, g, m=5, lam=1e-10, tol=tol, max_iter=max_iter, scale=_gnorm(g))
+    r = forward_solver(method)(step, g, m=5, lam=1e-10, tol=tol, max_iter=max_iter, scale=_gnorm(g))
     return r.z, r.nfe, r.residual
 
 

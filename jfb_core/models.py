@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from jfb_core.config import ACTIVATIONS, ARCHS, BATCHNORM_MODES, DATA_STEPS
 from jfb_core.gradients import Backward, BackwardStats, JFB, make_backward
 from jfb_core.operators import LinearOperator, shifted_normal_solve
-from jfb_core.solvers import DEFAULT_FORWARD_SOLVER, FORWARD_SOLVERS, SolverResult
+from jfb_core.solvers import DEFAULT_FORWARD_SOLVER, SolverResult, forward_solver
 from jfb_core.errors import UserError
 
 
@@ -522,8 +522,7 @@ class DEGRAD(nn.Module):
                  data_step: str = "gradient", inner_tol: float = 1e-5, inner_max_iter: int = 300,
                  solver: str = DEFAULT_FORWARD_SOLVER) -> None:
         super().__init__()
-        if solver not in FORWARD_SOLVERS:
-            raise UserError(f"forward_solver must be one of {tuple(FORWARD_SOLVERS)}, got {solver!r}")
+        forward_solver(solver)  # checked here, looked up at each solve
         self.solver = solver
         self.backward: Backward = JFB() if backward is None else backward
         if not isinstance(self.backward, Backward):
@@ -596,8 +595,8 @@ class DEGRAD(nn.Module):
         ``solver`` (Anderson acceleration unless told otherwise), without autograd."""
         z0 = self.A.adjoint(d) if z0 is None else z0
         with torch.no_grad():
-            return FORWARD_SOLVERS[self.solver](lambda z: self.T(z, d), z0, m=self.m, lam=self.lam, tol=self.tol,
-                                                max_iter=self.max_iter)
+            return forward_solver(self.solver)(lambda z: self.T(z, d), z0, m=self.m, lam=self.lam, tol=self.tol,
+                                               max_iter=self.max_iter)
 
     def run(self, d: torch.Tensor) -> tuple[torch.Tensor, ForwardStats]:
         """The network's output for ``d`` and what computing it did (:class:`ForwardStats`)."""
@@ -632,7 +631,7 @@ def build_model(preset, device: str = "cpu", *, backward: Backward | None = None
     models here, so a preset field (architecture, skip, activation, rho, data step)
     cannot be honoured in one place and ignored in another. ``tol`` and ``max_iter``
     override the preset's forward solve (the benchmarks fix the iteration count); ``solver``
-    names it (:data:`jfb_core.solvers.FORWARD_SOLVERS`)."""
+    names it (:func:`jfb_core.solvers.forward_solver`)."""
     f = make_network(preset.arch, preset.depth, preset.width, in_channels=preset.channels,
                      lipschitz=preset.lipschitz, skip=preset.skip, activation=preset.activation)
     model = DEGRAD(preset.blur_operator(), f, eta=preset.eta, m=preset.anderson_m,

@@ -119,18 +119,6 @@ def compare(reference: Mapping[str, Any], rows: Mapping[str, tuple[Mapping[str, 
     return out
 
 
-def format_rows(rows: list[Row], training: Mapping[str, str] | None = None, against: str = "TV") -> str:
-    """A plain-text table of :func:`compare`'s rows (``training``: label -> how it was trained)."""
-    training = training or {}
-    width = max(len(r.label) for r in rows) + 2
-    lines = [f"{'method':<{width}} {'images':>6} {'PSNR':>6} {'SSIM':>6} {'- ' + against:>7} "
-             f"{'better':>7}  training"]
-    for r in rows:
-        lines.append(f"{r.label:<{width}} {r.n:6d} {r.psnr:6.2f} {r.ssim:6.3f} {r.gain_mean:+7.2f} "
-                     f"{r.better_fraction:7.0%}  {training.get(r.label, '')}")
-    return "\n".join(lines)
-
-
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     """A Markdown table (for ``IPython.display.Markdown``): the header, then one line per row;
     cells are written with ``str`` (format numbers before), a ``|`` inside a cell is escaped."""
@@ -143,7 +131,7 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def rows_markdown(rows: list[Row], training: Mapping[str, str] | None = None, against: str = "TV") -> str:
-    """:func:`format_rows` as a Markdown table."""
+    """A Markdown table of :func:`compare`'s rows (``training``: label -> how it was trained)."""
     training = training or {}
     return markdown_table(["method", "images", "PSNR (dB)", "SSIM", f"− {against} (dB)", "better", "training"],
                           [[r.label, r.n, f"{r.psnr:.2f}", f"{r.ssim:.3f}", f"{r.gain_mean:+.2f}",
@@ -211,4 +199,4 @@ def curve_points(log: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 __all__ = ["MismatchedEvaluations", "Row", "TimeToQuality", "check_same_measurements", "compare", "curve_points",
-           "format_rows", "load_json", "markdown_table", "rows_markdown", "per_image", "setting_label", "smooth", "time_to_quality", "training_label"]
+           "load_json", "markdown_table", "rows_markdown", "per_image", "setting_label", "smooth", "time_to_quality", "training_label"]

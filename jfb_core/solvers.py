@@ -240,13 +240,18 @@ FORWARD_SOLVERS: dict[str, Callable[..., SolverResult]] = {"anderson": anderson,
 DEFAULT_FORWARD_SOLVER = "anderson"  #: DE-GRAD's forward solve unless told otherwise
 
 
-def solve(f: Map, z0: torch.Tensor, method: str = DEFAULT_FORWARD_SOLVER, **kwargs) -> SolverResult:
-    """The fixed point of ``f`` from ``z0`` by the solver ``method`` of :data:`FORWARD_SOLVERS`
-    (``"picard"`` names plain iteration too)."""
-    name = "fixed_point" if method == "picard" else method
+def forward_solver(name: str) -> Callable[..., SolverResult]:
+    """The solver ``name`` of :data:`FORWARD_SOLVERS` (``"picard"`` names plain iteration too), or a
+    :class:`UserError` listing the names: the one check of a forward solver's name."""
+    name = "fixed_point" if name == "picard" else name
     if name not in FORWARD_SOLVERS:
-        raise UserError(f"unknown solver {method!r}; choose one of {sorted(FORWARD_SOLVERS)}")
-    return FORWARD_SOLVERS[name](f, z0, **kwargs)
+        raise UserError(f"forward_solver must be one of {tuple(FORWARD_SOLVERS)}, got {name!r}")
+    return FORWARD_SOLVERS[name]
+
+
+def solve(f: Map, z0: torch.Tensor, method: str = DEFAULT_FORWARD_SOLVER, **kwargs) -> SolverResult:
+    """The fixed point of ``f`` from ``z0`` by the solver ``method`` (:func:`forward_solver`)."""
+    return forward_solver(method)(f, z0, **kwargs)
 
 
 # Linear-algebra iterations on matrix-free symmetric operators (a blur's normal operator,
@@ -327,5 +332,5 @@ def inverse_iteration(apply, shape: tuple[int, ...], iters: int = 50, cg_tol: fl
     return lam
 
 
-__all__ = ["DEFAULT_FORWARD_SOLVER", "FORWARD_SOLVERS", "SolverResult", "anderson", "conjugate_gradient", "fixed_point", "inverse_iteration", "power_iteration",
+__all__ = ["DEFAULT_FORWARD_SOLVER", "FORWARD_SOLVERS", "SolverResult", "forward_solver", "anderson", "conjugate_gradient", "fixed_point", "inverse_iteration", "power_iteration",
            "relative_residual", "solve"]

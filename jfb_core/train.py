@@ -50,7 +50,7 @@ from jfb_core import models
 from jfb_core.models import DEGRAD
 from jfb_core.provenance import environment_info, provenance, write_json
 from jfb_core.provenance import save_atomic
-from jfb_core.solvers import DEFAULT_FORWARD_SOLVER, FORWARD_SOLVERS
+from jfb_core.solvers import DEFAULT_FORWARD_SOLVER, forward_solver
 
 # configuration keys that must match for a checkpoint to be evaluated on a data setting
 DATA_KEYS = ("image_size", "channels", "blur", "padding", "noise_std")  # must match to evaluate a checkpoint
@@ -94,8 +94,7 @@ class TrainOptions:
 
     def __post_init__(self) -> None:
         self.backward()  # every backward option is checked by the strategy that uses it
-        if self.forward_solver not in FORWARD_SOLVERS:
-            raise UserError(f"forward_solver must be one of {tuple(FORWARD_SOLVERS)}, got {self.forward_solver!r}")
+        forward_solver(self.forward_solver)  # and the forward solver's name by the solvers' own check
         if not 0 <= self.certify_margin < 1:
             raise UserError(f"certify_margin must be in [0, 1), got {self.certify_margin}")
         if self.crop is not None and self.crop < 8:
@@ -559,7 +558,7 @@ def _start_or_resume(state: RunState, preset: Preset, options: TrainOptions, out
         check_compatible(ckpt["config"], state.config)
         state.restore(ckpt, ckpt_path)
         changed = {k: list(v) for k, v in config_changes(ckpt["config"], state.config, RESUME_MAY_CHANGE).items()}
-        if changed or ckpt.get("portable"):  # a portable file re-estimates its power vectors: not bit for bit
+        if changed or ckpt.get("portable"):  # a portable file's power and tracking vectors are re-estimated
             state.resumes.append({"epoch": state.epoch, "steps": state.steps, "changed": changed,
                                   **({"portable": True} if ckpt.get("portable") else {})})
         if progress:
@@ -640,8 +639,7 @@ def _train(preset: Preset, options: TrainOptions, out_dir: Path, device: str, re
         net = model
         if world > 1:
             net = torch.nn.parallel.DistributedDataParallel(model, device_ids=None if device == "cpu" else [device])
-        untracked = options.certify and any(not layer.fvec.numel() for layer in getattr(model.f, "spectral_layers",
-                                                                                       lambda: [])())
+        untracked = options.certify and any(layer.fvec.numel() == 0 for layer in model.f.spectral_layers())
         if not state.calibrations or untracked:  # certified from the first step, and after a portable file
             _calibrate(state, preset, options)
         stop = "finished"

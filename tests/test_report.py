@@ -4,7 +4,7 @@ import copy
 import numpy as np
 import pytest
 
-from jfb_core.report import (MismatchedEvaluations, check_same_measurements, compare, curve_points, format_rows,
+from jfb_core.report import (MismatchedEvaluations, check_same_measurements, compare, curve_points, rows_markdown,
                              setting_label, smooth, time_to_quality, training_label)
 
 
@@ -29,8 +29,8 @@ def test_rows_are_scored_against_the_reference_on_the_images_they_share():
     assert list(prefix.gain) == [1.0, -0.5] and prefix.gain_mean == 0.25 and prefix.better_fraction == 0.5
     assert whole.n == 4 and list(whole.gain) == [-1.0, 1.0, 1.0, 1.0] and whole.better_fraction == 0.75
     assert tv.gain_mean == 0 and tv.better_fraction == 0
-    table = format_rows(rows, training={"prefix": "10 steps"})
-    assert "prefix" in table and "+0.25" in table and "10 steps" in table and "50%" in table
+    table = rows_markdown(rows, training={"prefix": "10 steps"})
+    assert "| prefix | 2 | " in table and "| +0.25 | 50% | 10 steps |" in table and len(table.splitlines()) == 5
 
 
 @pytest.mark.parametrize("change, words", [
