@@ -24,9 +24,11 @@
 
 # %%
 # %matplotlib inline
+import io
 import json
 
 import matplotlib.pyplot as plt
+import PIL.Image
 import torch
 import torch.nn.functional as F
 from IPython.display import Image, display
@@ -167,9 +169,12 @@ for name, lg in logs.items():
 # %%
 def show_grid(name):
     """A committed Table 1 grid as the evaluator wrote it: each panel an exact, magnified copy of
-    its image, the PSNR inside the panel; returns the pixels and the layout written beside it."""
+    its image, the PSNR inside the panel (shown here as a JPEG to keep the page light; the PNG in
+    results/ is lossless); returns the PNG's pixels and the layout written beside it."""
     path = results / "eval" / name
-    display(Image(filename=str(path)))
+    shown = io.BytesIO()
+    PIL.Image.open(path).convert("RGB").save(shown, format="jpeg", quality=88)
+    display(Image(data=shown.getvalue(), format="jpeg"))
     return plt.imread(path)[..., :3], json.loads(path.with_suffix(".json").read_text())
 
 
