@@ -217,7 +217,9 @@ plt.show()
 # $1 - \eta\,\cdot$ (smallest curvature of the objective), very close to 1
 # because $\mu \approx 0$: a hard case for plain iteration.
 
-# %%
+# %% tags=["nbval-ignore-output"]
+# The evaluation counts move by a few between processors (the map runs in float32); the notebook
+# check compares the claims asserted at the end of the cell, not the printout.
 from jfb_core.bench import tv_fixed_point_map
 
 T_tv, z0_tv = tv_fixed_point_map(preset, size=preset.image_size, batch=4, device="cpu")
@@ -243,6 +245,11 @@ ax.legend(fontsize=8)
 ax.grid(alpha=0.3)
 fig.tight_layout()
 plt.show()
+evals = {name: (int(np.argmax(r.history.max(dim=1).values.numpy() <= preset.tol)) + 1, r.nfe) for name, r in runs_tv.items()}
+assert all(r.converged_fraction == 1.0 for r in runs_tv.values())
+plain, aa5 = evals["fixed-point iteration"], evals["Anderson, m = 5"]
+assert plain[0] > 4 * aa5[0] and plain[1] > 20 * aa5[1]  # about five at 1e-3, more than twenty at 1e-6
+assert evals["Anderson, m = 1"][1] < plain[1] / 5  # m = 1 already helps a lot
 
 # %% [markdown]
 # Two lessons. First, the gain grows with the accuracy asked for: at the
