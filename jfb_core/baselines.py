@@ -21,8 +21,11 @@ import torch
 from jfb_core.metrics import psnr
 from jfb_core.operators import LinearOperator
 from jfb_core.solvers import conjugate_gradient
-from jfb_core.regularizers import tv, tv_exact, tv_grad, tv_lipschitz, tv_prox
+from jfb_core.regularizers import divergence, image_gradient, tv, tv_exact, tv_grad, tv_lipschitz, tv_prox
 from jfb_core.errors import UserError
+
+#: The box of :func:`tv_fista`: pixel values of images in [0, 1] with a margin of 1/2.
+TV_BOX = (-0.5, 1.5)
 
 
 def direct_inverse(A: LinearOperator, d: torch.Tensor, max_iter: int = 200,
@@ -75,7 +78,8 @@ class TVResult:
     ``iterations`` is per image. ``objective`` has shape ``(K + 1, B)``, one row per
     iterate ``x^k``, when the run was asked to ``track`` it, else ``(2, B)`` (first
     and last iterate); ``psnr`` (only when the ground truth was given) has shape
-    ``(K + 1, B)``. Rows after an image stopped repeat its final value.
+    ``(K + 1, B)``. Rows after an image stopped repeat its final value. ``gap`` (from
+    :func:`tv_fista` only) is the duality gap per image of the final iterate.
     """
 
     x: torch.Tensor
@@ -84,6 +88,7 @@ class TVResult:
     objective: torch.Tensor
     psnr: torch.Tensor | None = None
     converged: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+    gap: torch.Tensor | None = None
 
 
 def tv_gradient_descent(A: LinearOperator, d: torch.Tensor, lam: float, delta: float = 1e-2,
@@ -158,39 +163,78 @@ def _advance(active: torch.Tensor, iters: torch.Tensor, x: torch.Tensor, y: torc
 
 
 def tv_fista(A: LinearOperator, d: torch.Tensor, lam: float, max_iter: int = 300, tol: float = 1e-5,
-             inner_iter: int = 10, x0: torch.Tensor | None = None, L: float | None = None) -> TVResult:
+             inner_iter: int = 10, x0: torch.Tensor | None = None, L: float | None = None,
+             gap_tol: float | None = None, box: tuple[float, float] = TV_BOX, check_every: int = 10) -> TVResult:
     """FISTA (Beck and Teboulle, 2009) on ``1/2 ||A x - d||^2 + lam * TV(x)`` with the exact TV:
 
         ``x^{k+1} = prox_{lam TV / L}(y^k - A^T (A y^k - d) / L)``, ``y`` the momentum point,
 
-    ``L = lambda_max(A^T A)``. TV's proximal map has no closed form; each outer step
-    runs ``inner_iter`` steps of its dual solver (:func:`jfb_core.regularizers.tv_prox`),
+    ``L = lambda_max(A^T A)``, over the images with ``box[0] <= x <= box[1]`` (a wide box
+    around [0, 1] that the answers do not touch; it makes the duality gap finite, see
+    :func:`tv_exact_gap`). TV's proximal map has no closed form; each outer step runs
+    ``inner_iter`` steps of its dual solver (:func:`jfb_core.regularizers.tv_prox`),
     warm-started from the previous step's dual field, so the inner solves get more
-    accurate as the outer iterates settle. Stops per image as
-    :func:`tv_gradient_descent` does (relative change below ``tol``) or after
-    ``max_iter``. ``objective`` holds the exact objective at ``x0`` and at the result.
+    accurate as the outer iterates settle.
+
+    Stops per image after ``max_iter`` steps, or: with ``gap_tol``, once its duality gap
+    is at most ``gap_tol`` times its objective (checked every ``check_every`` steps);
+    without, as :func:`tv_gradient_descent` does (relative change below ``tol``).
+    ``objective`` holds the exact objective at ``x0`` and at the result, ``gap`` the
+    final duality gap per image (an upper bound on how far the objective is above its
+    minimum).
     """
     if lam < 0:
         raise UserError(f"lam must be >= 0, got {lam}")
+    if gap_tol is not None and not gap_tol > 0:
+        raise UserError(f"gap_tol must be positive, got {gap_tol}")
     if L is None:
         L = A.eigenvalue_bounds(*d.shape[-2:]).L
-    x = A.adjoint(d) if x0 is None else x0.clone()
+    x = (A.adjoint(d) if x0 is None else x0.clone()).clamp(*box)
     y, p, t = x.clone(), None, 1.0
     active = torch.ones(d.shape[0], dtype=torch.bool, device=d.device)
     iters = torch.zeros_like(active, dtype=torch.long)
     objective = [tv_objective_exact(A, d, x, lam)]
-    for _ in range(max_iter):
-        prox = tv_prox(y - A.adjoint(A(y) - d) / L, lam / L, iterations=inner_iter, p0=p)
-        p = prox.p
+    for k in range(max_iter):
+        prox = tv_prox(y - A.adjoint(A(y) - d) / L, lam / L, iterations=inner_iter, p0=p, box=box)
+        m = active.view(-1, *([1] * (d.dim() - 1)))  # a stopped image keeps its x, y and p
+        p = prox.p if p is None else (torch.where(m, prox.p[0], p[0]), torch.where(m, prox.p[1], p[1]))
         t_new = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
         y_new = prox.x + ((t - 1.0) / t_new) * (prox.x - x)
         t = t_new
-        x, y, active = _advance(active, iters, x, y, prox.x, y_new, tol)
+        x, y, active = _advance(active, iters, x, y, prox.x, y_new, 0.0 if gap_tol is not None else tol)
+        if gap_tol is not None and (k + 1) % check_every == 0:
+            active &= tv_exact_gap(A, d, x, lam, p, box) > gap_tol * tv_objective_exact(A, d, x, lam)
         if not bool(active.any()):
             break
     objective.append(tv_objective_exact(A, d, x, lam))
+    gap = tv_exact_gap(A, d, x, lam, p, box) if p is not None else None
     return TVResult(x=x, iterations=iters, step=1.0 / float(L), objective=torch.stack(objective),
-                    converged=~active)
+                    converged=~active, gap=gap)
+
+
+def tv_exact_gap(A: LinearOperator, d: torch.Tensor, x: torch.Tensor, lam: float,
+                 p: tuple[torch.Tensor, torch.Tensor], box: tuple[float, float] = TV_BOX) -> torch.Tensor:
+    """Duality gap per image of ``min_{a <= x <= b} 1/2 ||A x - d||^2 + lam TV(x)`` at ``x``.
+
+    Writing both terms as maxima, ``1/2 ||r||^2 = max_u <r, u> - 1/2 ||u||^2`` and
+    ``TV(x) = max_{|p_ij| <= 1} <grad x, p>``, every ``u`` and every field ``p`` in the
+    unit discs give a lower bound on the minimum,
+    ``D(u, p) = -<d, u> - 1/2 ||u||^2 + sum_i min_{a <= z <= b} z c_i`` with
+    ``c = A^T u - lam div p``. With ``u = A x - d`` the gap ``P(x) - D(u, p)`` is
+
+        ``lam * sum (|grad x| - <p, grad x>) + sum_i (c_i x_i - min(a c_i, b c_i))``,
+
+    two sums of non-negative terms for ``x`` in the box, both zero at the minimiser with its
+    optimal ``p``. The box is what keeps the second sum finite: without it, ``D`` is
+    ``-infinity`` unless ``c = 0`` exactly. ``x`` outside the box gives ``inf``.
+    """
+    a, b = box
+    gx, gy = image_gradient(x)
+    c = A.adjoint(A(x) - d) - lam * divergence(*p)
+    tv_part = lam * (torch.sqrt(gx**2 + gy**2) - (p[0] * gx + p[1] * gy)).flatten(1).sum(1)
+    box_part = (c * x - torch.minimum(a * c, b * c)).flatten(1).sum(1)
+    outside = ((x < a) | (x > b)).flatten(1).any(1)
+    return torch.where(outside, torch.full_like(tv_part, math.inf), tv_part + box_part)
 
 
 def tv_objective_exact(A: LinearOperator, d: torch.Tensor, x: torch.Tensor, lam: float) -> torch.Tensor:
@@ -268,4 +312,4 @@ def pnp_pgd(A: LinearOperator, d: torch.Tensor, denoiser: Callable[[torch.Tensor
 
 
 __all__ = ["pnp_pgd", "TVResult", "TuningResult", "direct_inverse", "tikhonov", "tune_weight",
-           "tv_fista", "tv_gradient_descent", "tv_objective", "tv_objective_exact"]
+           "TV_BOX", "tv_exact_gap", "tv_fista", "tv_gradient_descent", "tv_objective", "tv_objective_exact"]

@@ -221,6 +221,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         settings.tv_delta_grid = _positive_list(args.tv_delta, "--tv-delta")
     if args.tv_exact_grid:
         settings.tv_exact_grid = number_list(args.tv_exact_grid, "--tv-exact-grid")
+    if args.tv_exact_gap is not None:
+        settings.tv_exact_gap_tol = args.tv_exact_gap
     t0 = time.perf_counter()
     result = evaluate_classical(methods, preset.blur, preset.padding, preset.noise_std, val, test,
                                 seed=args.seed, device=args.device,
@@ -653,6 +655,9 @@ def _add_evaluate_arguments(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--tv-exact-grid", default=None,
                     help="comma-separated weights for tv_exact (FISTA, unsmoothed TV) to tune over "
                          "(default: 1e-4..1e-3)")
+    ev.add_argument("--tv-exact-gap", type=_positive_float, default=None,
+                    help="tv_exact runs each image until its duality gap is at most this fraction of its "
+                         "objective (default 1e-3; at most 2,000 FISTA steps)")
     ev.add_argument("--grid", type=_nonnegative_int, default=0, help="also write a PNG grid of the first N test images")
     ev.add_argument("--solve-tol", type=_positive_float, default=None,
                     help="Anderson tolerance for the checkpoints' fixed points (default: the trained one)")

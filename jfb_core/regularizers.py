@@ -95,7 +95,8 @@ class TVProx:
 
 
 def tv_prox(v: torch.Tensor, tau: float, iterations: int = 50,
-            p0: tuple[torch.Tensor, torch.Tensor] | None = None, gap: bool = False) -> TVProx:
+            p0: tuple[torch.Tensor, torch.Tensor] | None = None, gap: bool = False,
+            box: tuple[float, float] | None = None) -> TVProx:
     """``prox_{tau TV}(v) = argmin_x 1/2 ||x - v||^2 + tau TV(x)`` (exact, unsmoothed TV).
 
     Since ``TV(x) = max_{|p_ij| <= 1} <x, -div p>``, the minimiser is ``x = v + tau div p``
@@ -104,24 +105,38 @@ def tv_prox(v: torch.Tensor, tau: float, iterations: int = 50,
     projection of Beck and Teboulle, 2009), step ``1 / (8 tau^2)`` (``||div||^2 <= 8``),
     for ``iterations`` steps. ``gap=True`` also returns the duality gap
     ``P(x) - D(p)``, a certificate: ``P(x) - P(x_exact) <= gap``.
+
+    ``box = (a, b)`` adds the constraint ``a <= x <= b`` (Beck and Teboulle's constrained
+    denoising): ``x(p) = clip(v + tau div p, a, b)`` replaces ``v + tau div p`` in the dual
+    steps and in the answer. The duality gap above is for the unconstrained problem, so
+    ``gap=True`` needs ``box=None``.
     """
     if tau < 0:
         raise UserError(f"tau must be >= 0, got {tau}")
     if iterations < 1:
         raise UserError(f"iterations must be at least 1, got {iterations}")
+    if box is not None and gap:
+        raise UserError("the duality gap of tv_prox is for the problem without a box: pass box=None")
+    if box is not None and not box[0] < box[1]:
+        raise UserError(f"box must be (low, high) with low < high, got {box}")
+
+    def x_of(p: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x = v + tau * divergence(*p)
+        return x if box is None else x.clamp(box[0], box[1])
+
     if p0 is None:
         p0 = (torch.zeros_like(v), torch.zeros_like(v))
     p, q, t = p0, p0, 1.0
     if tau > 0:
         step = 1.0 / (GRADIENT_NORM_SQ * tau)
         for _ in range(iterations):
-            gx, gy = image_gradient(v + tau * divergence(*q))
+            gx, gy = image_gradient(x_of(q))
             p_new = _project_unit(q[0] + step * gx, q[1] + step * gy)
             t_new = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
             w = (t - 1.0) / t_new
             q = (p_new[0] + w * (p_new[0] - p[0]), p_new[1] + w * (p_new[1] - p[1]))
             p, t = p_new, t_new
-    x = v + tau * divergence(*p)
+    x = x_of(p)
     certificate = None
     if gap:
         primal = 0.5 * ((x - v) ** 2).flatten(1).sum(1) + tau * tv_exact(x)
