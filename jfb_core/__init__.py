@@ -25,6 +25,7 @@ each imports only modules above it in this list (no cycles, no imports inside fu
 ``train``        Algorithm 4.1 with checkpoints, exact resume and a divergence guard
 ``bench``        timing and memory benchmarks (the paper's Fig. 2)
 ``paper``        the paper-scale GPU run (train JFB and IFT, score beside TV) in one command
+``experiments``  the table of experiments behind results/ (``python -m jfb_core reproduce NAME``)
 ``cli``          ``python -m jfb_core``: parses, calls the modules above, prints
 
 Importing the package does no work: submodules are imported on demand.

@@ -27,6 +27,7 @@ from jfb_core.data import bundled_images, CelebAFolder, prepare_celeba, readable
 from jfb_core.errors import UserError
 from jfb_core.evaluate import (CLASSICAL_METHODS, ClassicalSettings, degrad_method, evaluate_classical, format_weight,
     LearnedMethod, plot_grid, pnp_method, Split)
+from jfb_core import experiments
 from jfb_core.gradients import IFT, IFT_SOLVERS, Neumann, Unrolled
 from jfb_core.models import certify_stored_norms, lipschitz_certificate
 from jfb_core.paper import paper_run
@@ -43,6 +44,7 @@ COMMANDS = {
     "evaluate": "PSNR/SSIM of reconstructions on a data split",
     "bench": "timing and memory benchmarks, written as JSON with provenance",
     "paper-run": "the paper-scale experiment within a time budget: train JFB and IFT, score both beside TV",
+    "reproduce": "re-run the experiments behind the committed results by name (--list shows them)",
 }
 
 
@@ -767,6 +769,29 @@ def _add_bench_subcommands(bench: argparse.ArgumentParser) -> None:
         bp.set_defaults(func=_cmd_bench)
 
 
+def _add_reproduce_arguments(rp: argparse.ArgumentParser) -> None:
+    rp.add_argument("names", nargs="*", metavar="NAME", help="experiments to run in order ('all': every one)")
+    rp.add_argument("--list", action="store_true", help="list the experiments and exit")
+    rp.add_argument("--dry-run", action="store_true", help="print the commands without running them")
+    rp.add_argument("--data", default=None, help="CelebA folder holding img_align_celeba/")
+    rp.add_argument("--runs", default="runs",
+                    help="folder for runs and data caches (default runs/; keep it outside the checkout)")
+    rp.add_argument("--threads", type=_positive_int, default=1, help="CPU threads of the 128-px runs (default 1)")
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.list:
+        print(experiments.listing())
+        return 0
+    if not args.names:
+        raise UserError("name an experiment (or 'all'); `python -m jfb_core reproduce --list` shows them")
+    ctx = experiments.Context(data=args.data, runs=args.runs, threads=args.threads)
+    lines = experiments.reproduce(args.names, ctx, dry_run=args.dry_run)
+    if args.dry_run:
+        print("\n".join(lines))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     invoked = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     parser = argparse.ArgumentParser(
@@ -780,11 +805,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                                  "bench": _cmd_bench,
                                                                  "prepare": _cmd_prepare,
                                                                  "train": _cmd_train,
-                                                                 "paper-run": _cmd_paper_run}
+                                                                 "paper-run": _cmd_paper_run,
+                                                                 "reproduce": _cmd_reproduce}
     subs = {}
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if name != "bench":  # each benchmark takes --preset itself
+        if name not in ("bench", "reproduce"):  # each benchmark takes --preset itself; experiments fix theirs
             _add_preset(p)
         p.set_defaults(func=handlers[name])
         subs[name] = p
@@ -796,6 +822,7 @@ def build_parser() -> argparse.ArgumentParser:
                                help="stop cleanly (checkpointed, resumable) once training has run this many "
                                     "seconds in all, resumed sessions included")
     _add_paper_run_arguments(subs["paper-run"])
+    _add_reproduce_arguments(subs["reproduce"])
     _add_bench_subcommands(subs["bench"])
     return parser
 
