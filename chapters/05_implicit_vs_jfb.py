@@ -389,8 +389,8 @@ print("unrolled errors:", " ".join(f"{e:.1e}" for e in err_unrolled))
 # Then $\langle p, \nabla\ell\rangle > 0$ for every $g \neq 0$ (with $\le$ in condition 3 the
 # same argument gives only $\ge 0$). Conditions 2 and 3 are strong. For
 # one $32 \times 32$ RGB image $n = 3{,}072$ and the `fast` network has about $3 \cdot 10^4$
-# parameters, so condition 2 can hold for one image; for a batch of $B$ images
-# $n = 3{,}072B$. Nobody certifies $\kappa(MM^\top)$ of a CNN. So the theorem is a
+# parameters, so condition 2 can hold for one image; for a batch of 16 images
+# $n = 16 \cdot 3{,}072$. Nobody certifies $\kappa(MM^\top)$ of a CNN. So the theorem is a
 # sufficient condition, not a guarantee we can check.
 #
 # For DE-GRAD there is a more concrete reason to expect JFB to work. The
@@ -662,14 +662,12 @@ Markdown(f"At {big['size']} px (medians of {bench['repeats']} timed steps):\n\n"
 # autograd builds the Jacobian-vector product from two more backward passes (the
 # double-vector-Jacobian trick of `jfb_core.gradients`), which is why the paper's route is the
 # slowest. The adjoint solves are short because $\|J\| \approx 1 - \eta = 0.6$ and the
-# tolerance is $10^{-4}$ (at the paper's $\eta = 10^{-3}$ they would not be, as computed
-# above); Anderson acceleration halves their products again. For JFB and Neumann the forward
-# solve dominates the step, so their step ratios are smaller than their backward ratios; the
-# paper's CG route spends more on its backward than on its forward. JFB stays the cheapest; the exact
-# gradient, solved well, costs less than the paper's route suggests. The forward solve is
-# the same computation for every method, yet its time differs between the rows: that is the
-# noise of a CPU timing, and why the second decimal of a step ratio means little. (The live run
-# above, on whatever else the CPU is doing, can be noisier still; the committed run is the measurement.)
+# tolerance is $10^{-4}$ (at the paper's $\eta = 10^{-3}$ they would not be); Anderson
+# acceleration halves their products again. The forward solve dominates the steps of JFB and
+# Neumann, so their step ratios are smaller than their backward ratios. JFB stays the cheapest,
+# and the exact gradient, solved well, costs less than the paper's route suggests. The forward
+# solve is the same computation for every method, yet its time differs between the rows: that
+# is the noise of a CPU timing, and why the second decimal of a step ratio means little.
 #
 # ## Memory
 #
