@@ -183,11 +183,9 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
     DE-GRAD networks or Plug-and-Play. ``keep > 0`` also returns (not as JSON) the
     first ``keep`` test images, measurements and reconstructions under ``"_images"``.
 
-    Returns a JSON-ready dict with per-method means, standard deviations, the tuning
-    tables and per-image values (rounded), plus the settings used.
+    Returns a JSON-ready dict: per-method means, deviations, tuning tables, per-image values, settings.
     """
-    settings = settings or ClassicalSettings()
-    say = progress or (lambda msg: None)
+    settings, say = settings or ClassicalSettings(), progress or (lambda msg: None)
     A = blur_from_setting(blur, channels=3, padding=padding)
     val_ids, x_val = val[0], val[1].to(device)
     d_val = measure(A, x_val, noise_std, seed=seed, indices=val_ids)
@@ -197,9 +195,7 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
     grids.update({m: g for m, (_, g) in extra.items() if g is not None})
     kept: dict[str, list[torch.Tensor]] = {"truth": [], "measured": [], **{m: [] for m in methods}}
     weights, tuning = _tune(methods, recs, grids, d_val, x_val, say)
-    for rec in recs.values():
-        if isinstance(rec, FistaTally):
-            rec.reset()
+    _ = [rec.reset() for rec in recs.values() if isinstance(rec, FistaTally)]  # tally the test images only
     per, seconds = {m: {"psnr": [], "ssim": []} for m in methods}, {m: 0.0 for m in methods}
     per_ids: list[int] = []
     measured: dict[str, list[float]] = {"psnr": [], "ssim": []}
@@ -219,9 +215,7 @@ def evaluate_classical(methods: Sequence[str], blur: str, padding: str, noise_st
                                   per_image={k: [round(v, 4) for v in vals] for k, vals in per[m].items()},
                                   **_summary(per[m])))
            for m in methods}
-    for m, rec in recs.items():
-        if isinstance(rec, FistaTally):
-            out[m]["solver"] = rec.record()
+    out.update({m: {**out[m], "solver": rec.record()} for m, rec in recs.items() if isinstance(rec, FistaTally)})
     result = {
         "blur": {"name": blur, **{k: getattr(BLURS[blur], k) for k in ("kernel_size", "sigma", "description")},
                  "padding": padding},
