@@ -656,7 +656,7 @@ def _add_evaluate_arguments(ev: argparse.ArgumentParser) -> None:
                          "(default: delta = 0.01 fixed)")
     ev.add_argument("--tv-exact-grid", default=None,
                     help="comma-separated weights for tv_exact (FISTA, unsmoothed TV) to tune over "
-                         "(default: 1e-4..1e-3)")
+                         "(default: 1e-4..4e-3)")
     ev.add_argument("--tv-exact-gap", type=_positive_float, default=None,
                     help="tv_exact runs each image until its duality gap is at most this fraction of its "
                          "objective (default 1e-3; at most 2,000 FISTA steps)")

@@ -160,9 +160,9 @@ def test_evaluation_records_the_duality_gap_that_tv_exact_reached_on_the_test_im
     assert solver["images"] == 4  # the test images only: tuning ran before, on the validation image
     assert solver["gap_tol"] == 1e-4 and 0 < solver["max_relative_gap"] <= 1e-4
     assert solver["images_at_cap"] == 0 and solver["mean_iterations"] >= 1
-    # an image stopped by the cap is counted as such; reset starts a new count
+    # an image stopped by the cap is counted as such; a weight's first call is its tuning run
     tally = FistaTally(GaussianBlur(5, 1.0, channels=3), ClassicalSettings(tv_exact_max_iter=3, tv_exact_gap_tol=1e-9))
     tally(x[:2], 1e-3)
-    assert tally.record()["images_at_cap"] == 2 and tally.record()["mean_iterations"] == 3
-    tally.reset()
-    assert tally.record()["images_at_cap"] == 0
+    assert tally.summary()["images"] == 0
+    tally(x[:2], 1e-3)
+    assert tally.summary()["images_at_cap"] == 2 and tally.summary()["mean_iterations"] == 3
