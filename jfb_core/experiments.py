@@ -258,6 +258,11 @@ _TABLE: tuple[Experiment, ...] = (
         Continue(RC128, "c128_certified_jfb"),
         Cmd(f"{TRAIN128C} --blur 9x9_var5 --epochs 8 --grad-mode jfb --init-from {R128}_jfb/checkpoint.pt "
             "--out {runs}/c128_certified_jfb"))),
+    Experiment("train128-wide", "a wider certified network (8 layers of 48 channels) from scratch on 64-px crops, "
+               "for the width comparison at equal wall-clock (resumes)", "6", (
+        Cache(128),
+        Cmd(TRAIN128C.replace("--depth 6 --width 32", "--depth 8 --width 48")
+            + " --blur 9x9_var5 --epochs 8 --grad-mode jfb --out {runs}/c128_wide_jfb"))),
     Experiment("publish128-certified", "the certified run's portable checkpoint and log into results/train", "6", (
         Publish("c128_certified_jfb", RC128, portable=True),), needs_data=False),
     Experiment("profile128", "where the time of the certified 128-px training step goes (1 and 2 threads)", "6", (
