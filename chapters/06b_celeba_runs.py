@@ -91,7 +91,7 @@ plt.show()
 # blur (it differs by 14%, nearly as much as no blur at all). `tests/test_config.py` checks the same
 # on random smooth images. The course therefore trains at 64 pixels with 5×5 $\sigma = 1$ and at 128
 # pixels with 9×9 variance 5. (Noise does not scale this way: averaging $2 \times 2$ blocks halves
-# independent noise, so the 64-pixel problems, which keep $\sigma = 0.01$, are noisier than Table 2's.)
+# independent noise, so the 64-pixel problems, which keep the noise level 0.01, are noisier than Table 2's.)
 # The same 5×5 $\sigma = 1$ kernel is the one the paper trains with in Section 5.1, at 128 pixels, where
 # it is a milder blur.
 #
@@ -100,17 +100,19 @@ plt.show()
 #
 # The committed runs train on the paper's CelebA split (images 1–8,000 for training, 8,001–10,000
 # for testing; the first 64 test images scored during training, and the recipe's settings were
-# chosen with short trial runs scored on those same 64 images, which chapter 7 checks against the
-# other 1,936), prepared once with `python -m jfb_core prepare`, on a CPU with one thread per run. The main pair is at
+# chosen by scores on those same 64 images, which chapter 7 checks against the other 1,936), prepared once with `python -m jfb_core prepare`, on a CPU with one thread per run. The main pair is at
 # the paper's resolution; a 64-pixel pair is its cheaper companion.
 #
-# | run | size | blur | network | training |
+# | setting (chapter 7), mode | size | blur | network | training |
 # |---|---|---|---|---|
-# | `celeba128_9x9_var5_cpl_jfb` | 128×128 | 9×9, variance 5 (Table 2) | CPLNet 6×32, $\epsilon = 0.99$, proximal step, $\rho$ from 0.05 | JFB, 200 steps of batch 16, warm-started from the 64-px JFB run |
-# | `celeba128_9x9_var5_cpl_ift` | 128×128 | 9×9, variance 5 | the same | IFT, 11 steps in the same time, warm-started from the 64-px IFT run |
-# | `celeba128_5x5_s1_cpl_jfb` | 128×128 | 5×5, $\sigma = 1$ (the paper's training blur) | the same | JFB, 200 steps, warm-started from the 64-px JFB run |
-# | `celeba64_5x5_s1_cpl_jfb` | 64×64 | 5×5, $\sigma = 1$ (Table 2's blur at this size) | the same | JFB, 1,400 steps (2.8 epochs) after one epoch of denoiser pretraining |
+# | A, JFB | 128×128 | 9×9, variance 5 (Table 2) | CPLNet 6×32, $\epsilon = 0.99$, proximal step, $\rho$ from 0.05 | JFB, 200 steps of batch 16, warm-started from the 64-px JFB run |
+# | A, IFT | 128×128 | 9×9, variance 5 | the same | IFT, 11 steps in the same time, warm-started from the 64-px IFT run |
+# | A′, JFB | 128×128 | 5×5, $\sigma = 1$ (the paper's training blur) | the same | JFB, 200 steps, warm-started from the 64-px JFB run |
+# | B, JFB | 64×64 | 5×5, $\sigma = 1$ (Table 2's blur at this size) | the same | JFB, 1,400 steps (2.8 epochs) after one epoch of denoiser pretraining |
 #
+# The settings are named as in chapter 7 (A: Table 2's problem; A′: the same images at the paper's
+# training blur; B: the 64-pixel companion). Each run's checkpoint and log are in `results/train/`, in a
+# folder named by size, blur, network and mode (A's JFB run is `celeba128_9x9_var5_cpl_jfb`).
 # The paper's network is 17 layers of 64 channels and it trains for many epochs; these runs are
 # smaller and shorter, and every number below says so. The network is fully convolutional, so a
 # 64-pixel network can start a 128-pixel run (`train --init-from`); the 64-pixel runs learned the same
@@ -143,10 +145,12 @@ for ax in (ax1, ax2):
 fig.suptitle("Fig. 1, course version: CelebA paper split", fontsize=10)
 plt.tight_layout()
 plt.show()
+labels = {"celeba128_9x9_var5_cpl_jfb": "A, JFB", "celeba128_9x9_var5_cpl_ift": "A, IFT",
+          "celeba64_5x5_s1_cpl_jfb": "B, JFB"}
 for name, lg in logs.items():
     last = lg["log"][-1]
-    print(f"{name}: {last['steps']} steps, {last['train_seconds'] / 60:.0f} min of training, test PSNR "
-          f"{last['test_psnr']:.2f} dB on 64 images, rho {last['rho']:.3f}, "
+    print(f"{labels[name]}: {last['steps']} steps, {last['train_seconds'] / 60:.0f} min of training, test PSNR "
+          f"{last['test_psnr']:.2f} dB on 64 images,\n  rho {last['rho']:.3f}, "
           f"{last['train_iterations']:.1f} Anderson iterations per solve")
 
 # %% [markdown]
@@ -162,7 +166,7 @@ for name, lg in logs.items():
 # **Table 1.** The paper's Table 1 shows ground truth, the noisy blurred measurement, the direct
 # inverse, TV gradient descent and DE-GRAD with JFB, at its training blur (5×5, $\sigma = 1$) and
 # 128 pixels. The course's version, from a 128-pixel JFB run at that blur trained like the pair above
-# (`celeba128_5x5_s1_cpl_jfb`, 200 steps, warm-started from the 64-pixel run), is written by
+# (setting A′, 200 steps, warm-started from the 64-pixel run), is written by
 # `python -m jfb_core evaluate ... --limit 6 --grid 6`: the first six test images, each panel with
 # its PSNR written inside it, TV at the weight tuned for the 128-pixel baseline of this blur.
 
