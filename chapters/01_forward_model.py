@@ -252,7 +252,7 @@ print(f"\npower iteration, 5x5_s1, zeros, 32x32: L = {L_power:.6f} (exact {A0.ei
 #   padding loses a little at the border, so $L$ is slightly below 1.
 # * $\mu$ is tiny. For the $5 \times 5$, $\sigma = 1$ blur it is about $3 \times 10^{-7}$,
 #   a condition number $L/\mu$ of about $3 \times 10^{6}$; for the wider blurs it is
-#   $10^{-9}$ to $10^{-16}$, and the $9 \times 9$ blur at $128 \times 128$ is numerically
+#   between about $6 \times 10^{-8}$ and $7 \times 10^{-17}$, and the $9 \times 9$ blur at $128 \times 128$ is numerically
 #   singular (its $\mu$ is at the level of double-precision rounding, so the
 #   printed value means "zero", not a precise number).
 # * Chapter 4's Theorem 3.1 needs exactly these two numbers: its step-size bound
