@@ -159,12 +159,23 @@ weights = [0.0, 2e-4, 2e-3, 2e-2]
 runs = {w: tv_gradient_descent(A, d, w, delta=delta, max_iter=600, tol=0.0, x_true=x, track=True)
         for w in weights}
 
+
+
+def reference_minimum(w, r):
+    """The minimum F* of the objective: 0 without a regulariser (A is invertible), else the lowest
+    value of 3,000 accelerated (Nesterov) steps started from the last iterate of `r`."""
+    if w == 0:
+        return 0.0
+    ref = tv_gradient_descent(A, d, w, delta=delta, max_iter=3000, tol=0.0, x0=r.x, momentum=True, track=True)
+    return min(float(ref.objective[:, 0].min()), float(r.objective[:, 0].min()))
+
+
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 for w, r in runs.items():
     obj = r.objective[:, 0].numpy()
-    axes[0].semilogy(obj - obj.min() + 1e-6 * obj.min(), label=f"lambda = {w:g}")
+    axes[0].semilogy(obj - reference_minimum(w, r), label=f"lambda = {w:g}")
     axes[1].plot(r.psnr[:, 0].numpy(), label=f"lambda = {w:g}")
-axes[0].set_title("objective minus its final value (log scale)", fontsize=10)
+axes[0].set_title("objective minus its minimum F* (log scale)", fontsize=10)
 axes[0].set_xlabel("iteration k")
 axes[1].axhline(float(psnr(d, x)), color="gray", ls="--", label="measurement d")
 axes[1].set_title("PSNR of the iterate x^k (dB)", fontsize=10)
@@ -182,8 +193,10 @@ for w, r in runs.items():
           f"final {float(r.psnr[-1, 0]):.2f} dB")
 
 # %% [markdown]
-# Every curve on the left decreases, as the descent lemma promises. The right
-# panel tells the more important story:
+# Every curve on the left decreases, as the descent lemma promises. With a regulariser the
+# objective approaches its minimum $F^\star$ (computed by 3,000 accelerated steps further on);
+# without one it is still about 1 above $F^\star = 0$ after 600 steps, because the components along
+# the tiny eigenvalues of $A^\top A$ converge very slowly. The right panel tells the more important story:
 #
 # * **Semi-convergence.** Without a regulariser ($\lambda = 0$) and with a weak one,
 #   the PSNR rises, peaks, and then falls: the iteration first recovers the
@@ -285,8 +298,8 @@ for i in range(2):
 # How do we know our Tikhonov solver is right? Scikit-image
 # {cite:p}`vanderwalt2014scikit` has its own Wiener–Hunt deconvolution,
 # `skimage.restoration.wiener`, which assumes periodic boundaries and
-# minimises $\|Ax - d\|^2 + \text{balance}\,\|Rx\|^2$ in the Fourier domain. With the
-# identity as its regularisation operator $R$, it solves the same problem as our
+# minimises $\|Ax - d\|^2 + \text{balance}\,\|\Gamma x\|^2$ in the Fourier domain. With the
+# identity as its regularisation operator $\Gamma$, it solves the same problem as our
 # circular Tikhonov with $\lambda = \text{balance}$. The two implementations share
 # no code, so agreement to rounding error is strong evidence that both are
 # right. Its default regulariser is the Laplacian, a different (smoothness) prior
@@ -335,7 +348,7 @@ for name, xr in rows.items():
 # python -m jfb_core evaluate --preset paper --data /path/to/celeba --blur 9x9_var5
 # ```
 #
-# which tunes the Tikhonov and TV weights on the last 200 training images and
+# which tunes the Tikhonov and TV weights on the last 100 training images (7,901–8,000) and
 # writes `results/baselines/celeba-paper-test_9x9_var5_zeros.json` with the
 # command, the machine and the full configuration. We load those files here. The
 # paper's Table 2 reports TV at 26.70 dB / 0.90 for the 9×9, variance 5 setting;
@@ -513,8 +526,8 @@ if tuned:
     print(f"  TV, smoothed (lambda, delta tuned)   {tv_s['psnr_mean']:6.2f} dB, (lambda, delta) {format_weight(tv_s['weight'])}")
     print(f"  TV, exact (FISTA to a duality gap)   {e['psnr_mean']:6.2f} dB, lambda {e['weight']:g} "
           f"(grid {lams[0]:g} to {lams[-1]:g})")
-    print(f"  exact TV: largest duality gap {sol['max_relative_gap']:.1e} of the objective (target {sol['gap_tol']:g}; "
-          f"{sol['images_at_cap']} images stopped at the {ex['settings']['tv_exact_max_iter']}-step cap); "
+    print(f"  exact TV: largest duality gap {sol['max_relative_gap']:.1e} of the objective (target {sol['gap_tol']:g};\n"
+          f"    {sol['images_at_cap']} images stopped at the {ex['settings']['tv_exact_max_iter']}-step cap); "
           f"better than the smoothed TV on {better:.0%} of the images")
     print(f"device: {ex['provenance']['environment']['device']}")
 
