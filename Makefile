@@ -81,7 +81,7 @@ test: install check-sync pytest nbval book-strict
 # experiment resumes it exactly. `make reproduce` runs them all (long on a CPU).
 EXPERIMENTS = baselines bench bench-paper train64 eval64 train128 train128-ift train128-s1 train128-s5 \
               publish128 eval128 eval128-s1 eval128-s5 tight128 tv128 tv-exact pnp128 ablation64 \
-              train128-certified train128-wide publish128-certified profile128
+              train128-certified train128-certified-ift train128-wide publish128-certified profile128
 RUNS ?= $(or $(RUNS128),runs)
 REPRODUCE = $(BIN)/python -m jfb_core reproduce $(if $(CELEBA),--data "$(CELEBA)") --runs "$(RUNS)" \
 	--threads $(or $(THREADS),1)

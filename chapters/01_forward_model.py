@@ -78,8 +78,8 @@ def show(images, titles, rows=1, size=2.6):
 # ## The blur kernel
 #
 # A Gaussian blur replaces every pixel by a weighted average of its neighbours,
-# with weights from a sampled Gaussian $k(s, t) \propto \exp(-(s^2 + t^2)/(2\sigma^2))$
-# on a $k \times k$ grid, normalised to sum to one (so a constant image stays
+# with weights from a sampled Gaussian $\psi(s, t) \propto \exp(-(s^2 + t^2)/(2\sigma^2))$
+# on a square grid ($5 \times 5$ or $9 \times 9$ here), normalised to sum to one (so a constant image stays
 # constant). The paper uses two settings, and the numbers it compares against in
 # its Table 2 come from a third:
 
@@ -107,7 +107,7 @@ plt.show()
 #
 # ## Applying $A$: a teaching version
 #
-# On an image of size $H \times W$, $A x$ is the 2-D convolution of each colour
+# On an image of any size, $A x$ is the 2-D convolution of each colour
 # channel with the kernel. The output has the input's size, so near the border
 # the kernel reaches outside the image and we must say what is there: the
 # *boundary condition* or *padding*. With zero padding the image is black
@@ -129,8 +129,8 @@ print(f"library vs teaching version: max difference {(A(x.double()) - ours).abs(
 
 # %% [markdown]
 # The library's `GaussianBlur` (in `jfb_core.operators`) does the same with two
-# 1-D convolutions (the Gaussian is *separable*: $k = k_1 k_1^\top$), which costs
-# $2k$ instead of $k^2$ multiplications per pixel, and it offers three paddings:
+# 1-D convolutions (the Gaussian is *separable*: $\psi = \psi_1 \psi_1^\top$), which costs
+# $2 \cdot 9 = 18$ instead of $9^2 = 81$ multiplications per pixel for a $9 \times 9$ kernel, and it offers three paddings:
 # `"zeros"`, `"circular"` (the image repeats periodically) and `"reflect"` (the
 # image is mirrored at its edges).
 
@@ -196,9 +196,9 @@ show(images, titles)
 #
 # How hard is it to undo $A$? The answer lies in the eigenvalues of $A^\top A$.
 # With circular padding, $A$ is diagonalised by the 2-D discrete Fourier
-# transform: $A x = \mathcal{F}^{-1}(\hat k \odot \mathcal{F} x)$, where $\hat k$ (the
+# transform: $A x = \mathcal{F}^{-1}(\hat\psi \odot \mathcal{F} x)$, where $\hat\psi$ (the
 # *transfer function*) is the DFT of the kernel. The eigenvalues of $A^\top A$
-# are the numbers $|\hat k(\omega)|^2$, one per frequency $\omega$. A Gaussian's
+# are the numbers $|\hat\psi(\omega)|^2$, one per frequency $\omega$. A Gaussian's
 # Fourier transform is again a Gaussian, so high frequencies are multiplied by
 # nearly zero.
 
@@ -212,7 +212,7 @@ for key, color in zip(("5x5_s1", "9x9_var5", "5x5_s5"), ("C0", "C1", "C2")):
     ev = torch.sort((h**2).flatten(), descending=True).values
     axes[1].loglog(np.arange(1, ev.numel() + 1), ev.clamp_min(1e-30).numpy(), color=color, label=key)
 axes[0].set_xlabel("horizontal frequency (cycles / pixel), vertical frequency 0")
-axes[0].set_ylabel(r"$|\hat k(\omega)|^2$")
+axes[0].set_ylabel(r"$|\hat\psi(\omega)|^2$")
 axes[0].set_title("Transfer function of the circular blur", fontsize=10)
 axes[1].set_xlabel("index (sorted)")
 axes[1].set_ylabel(r"eigenvalue of $A^\top A$")
@@ -256,7 +256,7 @@ print(f"\npower iteration, 5x5_s1, zeros, 32x32: L = {L_power:.6f} (exact {A0.ei
 #   singular (its $\mu$ is at the level of double-precision rounding, so the
 #   printed value means "zero", not a precise number).
 # * Chapter 4's Theorem 3.1 needs exactly these two numbers: its step-size bound
-#   is $\eta < 1/(L+1)$ and its contraction factor is $1 - \eta(1 + \mu) + \eta\epsilon$.
+#   is $\eta < 1/(L+1)$ and its contraction factor is $1 - \eta(1 + \mu) + \eta\epsilon$, with $\eta$ the step size (chapter 2) and $\epsilon$ the Lipschitz bound of the learned part (chapter 4), not the noise $\varepsilon$.
 #   With $\mu \approx 0$, the contraction must come from the learned part.
 
 # %% [markdown]
@@ -267,11 +267,11 @@ print(f"\npower iteration, 5x5_s1, zeros, 32x32: L = {L_power:.6f} (exact {A0.ei
 # error is
 #
 # $$
-# \widehat{A^{-1}\varepsilon}(\omega) = \frac{\hat\varepsilon(\omega)}{\hat k(\omega)} ,
+# \widehat{A^{-1}\varepsilon}(\omega) = \frac{\hat\varepsilon(\omega)}{\hat\psi(\omega)} ,
 # $$
 #
 # and white noise has the same expected magnitude $|\hat\varepsilon(\omega)|$ at every
-# frequency. Where $|\hat k(\omega)|$ is $10^{-2}$ the noise is multiplied by 100; where
+# frequency. Where $|\hat\psi(\omega)|$ is $10^{-2}$ the noise is multiplied by 100; where
 # it is $10^{-6}$, by a million. The signal, in contrast, has little energy at high
 # frequencies. Let us see it, first without noise (the inverse is then exact),
 # then with the paper's noise of standard deviation $0.01$:
@@ -292,7 +292,7 @@ show([x, noisy, inv_clean, inv_noisy],
 
 # %% [markdown]
 # The spectrum explains the picture. Below, the magnitude of the DFT of the
-# noise, before and after division by $\hat k$, averaged over rings of equal
+# noise, before and after division by $\hat\psi$, averaged over rings of equal
 # frequency, beside the spectrum of the clean image:
 
 # %%
@@ -385,8 +385,8 @@ print(f"best PSNR {max(scores):.2f} dB after {best} iterations; {scores[-1]:.2f}
 # ```{admonition} Solutions
 # :class: dropdown
 #
-# 1. With zero padding, $(Ax)_i = \sum_j k_{i-j} x_j$, so $A_{ij} = k_{i-j}$; a symmetric
-#    kernel has $k_{i-j} = k_{j-i}$, hence $A_{ij} = A_{ji}$. With reflection, pixels
+# 1. With zero padding, $(Ax)_i = \sum_j \psi_{i-j} x_j$, so $A_{ij} = \psi_{i-j}$; a symmetric
+#    kernel has $\psi_{i-j} = \psi_{j-i}$, hence $A_{ij} = A_{ji}$. With reflection, pixels
 #    near the border receive extra weight from their mirror images, and the
 #    matrix is no longer symmetric: `(A(x) * y).sum()` differs from `(A(y) * x).sum()`
 #    for random `x, y` (try it), while the adjoint identity with `A.adjoint` still holds.

@@ -63,10 +63,10 @@ print(f"preset: {preset.name}; Anderson memory m = {preset.anderson_m}, toleranc
 # being a fixed point. The library uses the *relative residual*
 #
 # $$
-# r(z) = \frac{\|f(z) - z\|}{\|f(z)\|},
+# \operatorname{res}(z) = \frac{\|f(z) - z\|}{\|f(z)\|},
 # $$
 #
-# per sample of a batch, and declares a sample converged when $r(z) \le$ `tol`.
+# per sample of a batch, and declares a sample converged when $\operatorname{res}(z) \le$ `tol`.
 # For a contraction this also bounds the error:
 # $\|z - z^\star\| \le \|f(z) - z\|/(1 - \gamma)$, so a small residual with $\gamma$ close
 # to 1 can still hide a sizeable error.
@@ -120,23 +120,30 @@ print(f"plain iteration: {plain.nfe} evaluations, converged {plain.converged.tol
 #
 # **Solving the small problem.** The constraint is handled with a Lagrange
 # multiplier $\nu$. Setting the gradient of the Lagrangian
-# $\tfrac12\alpha^\top (G^\top G + \lambda s I)\alpha + \nu(\mathbf 1^\top\alpha - 1)$ to zero,
-# $(G^\top G + \lambda s I)\alpha + \nu\mathbf 1 = 0$, and adding the constraint
+# $\tfrac12\alpha^\top (G^\top G + \zeta s I)\alpha + \nu(\mathbf 1^\top\alpha - 1)$ to zero,
+# $(G^\top G + \zeta s I)\alpha + \nu\mathbf 1 = 0$, and adding the constraint
 # $\mathbf 1^\top\alpha = 1$ gives the *bordered* (KKT) system
 #
 # $$
-# \begin{pmatrix} 0 & \mathbf 1^\top \\ \mathbf 1 & G^\top G + \lambda s I \end{pmatrix}
+# \begin{pmatrix} 0 & \mathbf 1^\top \\ \mathbf 1 & G^\top G + \zeta s I \end{pmatrix}
 # \begin{pmatrix} \nu \\ \alpha \end{pmatrix} =
 # \begin{pmatrix} 1 \\ 0 \end{pmatrix},
 # $$
 #
 # a $(m_k + 2) \times (m_k + 2)$ system per sample, whatever the image size. The
-# term $\lambda s I$ is a small ridge ($\lambda = 0$ is Algorithm 3.1 exactly). Near
+# term $\zeta s I$ is a small ridge ($\zeta = 0$ is Algorithm 3.1 exactly). Near
 # convergence the columns of $G$ become nearly parallel and $G^\top G$ nearly
-# singular, so the ridge is scaled by $s = \max_i \|g_i\|^2$ so that
-# $\lambda$ is relative to the size of the residuals (an absolute $\lambda$ would
+# singular, so the ridge is scaled by $s = \max_i \|g(x^i)\|^2$ so that
+# $\zeta$ (`lam` in the code) is relative to the size of the residuals (an absolute $\zeta$ would
 # dominate once the residuals are small and quietly switch the acceleration
-# off). The system is solved in double precision; if it still fails, the
+# off). The paper's code uses such an absolute ridge: its `anderson` adds
+# `lam*torch.eye(n)` with `lam=1e-4` to $G^\top G$ (`support/models.py` in
+# `lliu58b/Jacobian-free-Backprop-Implicit-Networks`, commit `975ad38`, lines 75 and 98).
+# Walker and Ni {cite:p}`walker2011anderson` solve the same least-squares problem in an
+# unconstrained form, with differences of residuals and a QR factorisation updated one
+# column at a time, which avoids squaring the condition number of $G$; for memories of
+# $m \le 10$ the small bordered system in double precision is simpler and, with the
+# ridge, accurate enough. The system is solved in double precision; if it still fails, the
 # library takes a plain step $f(x^k)$ for that sample and counts it as a
 # *fallback*. A *damping* $\beta \in (0, 1]$ gives
 # $x^{k+1} = \beta\sum_i\alpha_i f(x^i) + (1-\beta)\sum_i\alpha_i x^i$; $\beta = 1$ is the
@@ -182,9 +189,9 @@ print("teaching vs library after 20 steps: the same iterate to better than 1e-10
 # ## Convergence: residual against function evaluations
 #
 # The fair unit of cost is the number of evaluations of $f$ (for DE-GRAD each is
-# a pass through a 17-layer network); Anderson's extra work, a
-# $(m+2)\times(m+2)$ solve and a few inner products, is small, and measured at the end
-# of the chapter.
+# a pass through a 17-layer network). Anderson's extra work per iteration, a
+# $(m+2)\times(m+2)$ solve and a few inner products, grows only linearly with the image;
+# what it costs against a cheap map is measured at the end of the chapter.
 
 # %%
 acc = anderson(f_linear, z0, m=5, tol=1e-8, max_iter=5000)
@@ -258,24 +265,24 @@ assert evals["Anderson, m = 1"][1] < plain[1] / 5  # m = 1 already helps a lot
 # (one past iterate besides the current one) already helps a lot, and a memory
 # longer than about 5 gives diminishing returns.
 #
-# ## The effect of $\lambda$ and $\beta$
+# ## The effect of $\zeta$ and $\beta$
 #
 # On the linear problem:
 
 # %%
-print(f"{'lambda':>8} {'beta':>5} {'evals to 1e-8':>14} {'fallbacks':>9}")
+print(f"{'zeta':>8} {'beta':>5} {'evals to 1e-8':>14} {'fallbacks':>9}")
 for lam in (0.0, 1e-8, 1e-4, 1e-2, 1e-1, 1.0):
     for beta in (1.0, 0.5):
         r = anderson(f_linear, z0, m=5, lam=lam, beta=beta, tol=1e-8, max_iter=5000 if lam < 1 else 20000)
         print(f"{lam:8.0e} {beta:5.1f} {r.nfe:14d} {r.fallbacks:9d}")
 
 # %% [markdown]
-# Without a ridge ($\lambda = 0$, or a negligible $10^{-8}$) Anderson needs about twice
+# Without a ridge ($\zeta = 0$, or a negligible $10^{-8}$) Anderson needs about twice
 # as many evaluations as with the small relative ridge $10^{-4}$: near convergence
 # the nearly parallel residual columns make the unregularised weights $\alpha$
 # erratic. A large ridge makes $\alpha$ close to uniform weights, a smoothed plain
 # iteration, and slows convergence to a crawl. Damping ($\beta = 0.5$) halves the
-# step along $g$ and costs a few iterations on this well-behaved problem; it can
+# step along the residual $g(x)$ and costs a few iterations on this well-behaved problem; it can
 # rescue maps that oscillate.
 #
 # ## When Anderson fails, and what the safeguards do
@@ -304,7 +311,7 @@ print(f"iterations per sample: {r.iterations.tolist()}, all outputs finite: {boo
 # of a batch reached its fixed point.
 #
 # The second safeguard concerns the least-squares solve. Without the ridge
-# ($\lambda = 0$), a map whose residuals are all parallel, such as a translation
+# ($\zeta = 0$), a map whose residuals are all parallel, such as a translation
 # $f(z) = z + c$, makes the bordered system singular; the library then takes a
 # plain step instead of producing NaNs:
 
@@ -379,7 +386,7 @@ else:
 # 2. Show that for an affine $f$ and $\sum_i\alpha_i = 1$, $\sum_i \alpha_i f(x^i) = f(\sum_i\alpha_i x^i)$.
 #    Why does the argument fail for a non-linear $f$, and why does Anderson still work
 #    well near a fixed point?
-# 3. The last rows of the table ($\lambda = 1$, run with up to 20,000 evaluations) are
+# 3. The last rows of the table ($\zeta = 1$, run with up to 20,000 evaluations) are
 #    slower than plain iteration. Explain them using the bordered system.
 #
 # ```{admonition} Solutions
@@ -394,8 +401,8 @@ else:
 #    $f$ is well approximated by its linearisation, so Anderson behaves like its
 #    linear version there.
 # 3. It converges, but about 3.4 times *slower* than plain iteration: 4,717 evaluations
-#    against 1,369 (and 9,527 with $\beta = 0.5$; the table's last rows). With $\lambda s$ much larger than the
-#    entries of $G^\top G$ the system is dominated by $\lambda s I$, and its solution is
+#    against 1,369 (and 9,527 with $\beta = 0.5$; the table's last rows). With $\zeta s$ much larger than the
+#    entries of $G^\top G$ the system is dominated by $\zeta s I$, and its solution is
 #    $\alpha \approx \mathbf 1/(m_k + 1)$: the update is the plain average of $f$ at the last
 #    $m + 1$ iterates, most of them older and less converged than the newest. Along the
 #    slowest direction (factor $\gamma$) the error $e$ then obeys
@@ -404,6 +411,6 @@ else:
 #    $t \approx 2(1-\gamma)/(m+2)$, that is $(m+2)/2 = 3.5$ times as many
 #    iterations as plain iteration's $t = 1 - \gamma$ for $m = 5$, and twice that
 #    again with $\beta = 0.5$, which halves every step. The table above shows the
-#    transition: $\lambda = 10^{-1}$ already needs 3,097 evaluations, and with $\beta = 0.5$
+#    transition: $\zeta = 10^{-1}$ already needs 3,097 evaluations, and with $\beta = 0.5$
 #    it does not reach the tolerance within its 5,000.
 # ```

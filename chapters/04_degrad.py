@@ -80,7 +80,13 @@ print(f"preset {preset.name}: {size}x{size} images, network depth {preset.depth}
 # $S_\Theta$ by $\tfrac12$ and $\eta$ by 2. Theorem 3.1 below, as in Gilton et al., holds
 # in the $\tfrac12$ convention; with the literal $2A^\top(Ax-d)$ its conditions would read
 # $\eta < 1/(2L+1)$ and $\gamma = 1 - \eta(1 + 2\mu) + \eta\epsilon$.) Iterating (3.5) from
-# $x^0 = A^\top d$ is eq. (3.6); if $T_\Theta$ is a contraction, its fixed point exists
+# $x^0 = A^\top d$,
+#
+# $$
+# x^{k+1} = T_\Theta(x^k), \qquad k = 0, 1, 2, \dots, \tag{3.6}
+# $$
+#
+# is the forward pass of the network. If $T_\Theta$ is a contraction, its fixed point exists
 # and is unique, and plain iteration is guaranteed to find it (Anderson
 # acceleration, chapter 3, usually finds it much faster, without a global
 # guarantee). The picture to keep in mind (drawn by the cell below):
@@ -138,10 +144,10 @@ plt.show()
 # and if $\epsilon < 1 + \mu$ then $\gamma < 1$: $T_\Theta$ is a contraction and the
 # iterates (3.6) converge.
 #
-# **Proof.** Write $S_\Theta = I + R$ with $R = S_\Theta - I$, $\epsilon$-Lipschitz. Then
+# **Proof.** Rearranging (3.5), with $S_\Theta - I$ $\epsilon$-Lipschitz,
 #
 # $$
-# T_\Theta(x) = \big((1 - \eta) I - \eta A^\top A\big)x - \eta R(x) + \eta A^\top d .
+# T_\Theta(x) = \big((1 - \eta) I - \eta A^\top A\big)x - \eta\,(S_\Theta - I)(x) + \eta A^\top d .
 # $$
 #
 # The matrix $(1-\eta)I - \eta A^\top A$ is symmetric with eigenvalues
@@ -165,7 +171,7 @@ plt.show()
 #
 # ## Bounding $\epsilon$: spectral normalisation of a convolution
 #
-# ReLU is 1-Lipschitz, so $\mathrm{Lip}(f_\Theta) \le \prod_\ell \|W_\ell\|$, the product of the
+# ReLU is 1-Lipschitz, so $\mathrm{Lip}(f_\Theta) \le \prod_j \|W_j\|$, the product of the
 # *operator* norms of the convolutions. Each layer of the library's `DnCNN` keeps
 # its norm at most $\text{target}^{1/\text{depth}}$ ($0.9^{1/5}$ here). The norm must be that of the convolution as
 # an operator on images, estimated by power iteration on the convolution itself;
@@ -190,7 +196,7 @@ print(f"operator norm on 64x64 images (power iteration): {box_conv.certify((64, 
 # convolution $W$ (zero padding, stride 1) as an operator on images of one size is
 # found by power iteration on $W^\top W$; $W^\top$ is the transposed convolution, so
 # the iteration never forms a matrix. A network of three such convolutions, each
-# divided by $\max(1, \|W_\ell\|/\epsilon_\ell)$ with the per-layer bound $\epsilon_\ell = 0.9^{1/3}$, with ReLU between them, is at most
+# divided by $\max(1, \|W_j\|/\epsilon^{1/3})$ with the per-layer bound $\epsilon^{1/3} = 0.9^{1/3}$, with ReLU between them, is at most
 # $0.9$-Lipschitz. And $T_\Theta$ is (3.5) with $S_\Theta = I - f_\Theta$:
 
 # %%
@@ -275,7 +281,7 @@ assert err_f < 1e-12 and err_T < 1e-12
 # of bundled training crops, and measure every quantity of the theorem:
 #
 # * $L$ and $\mu$: exact, from chapter 1's `eigenvalue_bounds`;
-# * $\epsilon$: the *bound* $\prod_\ell\|W_\ell\|$ after converging each layer's power
+# * $\epsilon$: the *bound* $\prod_j\|W_j\|$ after converging each layer's power
 #   iteration (power iteration approaches each norm from below, so this is a
 #   converged estimate, not a proof; once a layer reaches its cap the product is
 #   the target by construction), and the *measured* local value, the spectral norm of the
@@ -334,12 +340,16 @@ MEASURES = {"gamma_bound": ("guaranteed $\\gamma$ (3.7), $\\epsilon$ from conver
             "step_ratio": ("successive steps, plain iteration", "tab:green", "^", 50)}
 
 
-def report(rows):
+def report(rows, plot=True):
     """Theorem 3.1's guarantee against the measured contraction factors, one column per model."""
     print(f"L = {rows[0]['L']:.4f}, mu = {rows[0]['mu']:.1e} ({size}x{size}, {preset.blur}, {preset.padding} padding)")
     for r in rows:
         print(f"{r['model']:>13}: eta {r['eta']:.3f}, eps (converged norms) {r['eps_bound']:.3f}, local {r['eps_local']:.3f}; "
               f"{r['iterations_to_1e-6']} plain iterations to 1e-6 (converged {r['converged']:.2f})")
+        print(f"{'':>13}  guaranteed gamma {r['gamma_bound']:.3f}; measured: pairs {r['pair_ratio']:.3f}, "
+              f"Jacobian of T {r['jacobian_norm_T']:.3f}, successive steps {r['step_ratio']:.3f}")
+    if not plot:
+        return
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for key, (label, colour, marker, ms) in MEASURES.items():
         ax.scatter(range(len(rows)), [r[key] for r in rows], s=ms, c=colour, marker=marker, label=label, zorder=3)
@@ -358,7 +368,7 @@ torch.manual_seed(0)
 f0 = DnCNN(preset.depth, preset.width, lipschitz=preset.lipschitz)
 untrained = DEGRAD(A, f0, eta=preset.eta, m=preset.anderson_m, tol=preset.tol, max_iter=preset.max_iter)
 rows = [theorem_report(untrained, d_val, "untrained")]
-report(rows)
+report(rows, plot=False)  # the figure comes after training, with both networks
 
 # %% [markdown]
 # Every measured contraction factor is below the guaranteed $\gamma$, as the theorem
@@ -415,7 +425,7 @@ assert max(r["gamma_local"], r["pair_ratio"], r["jacobian_norm_T"]) < r["gamma_b
 #
 # ## A trained DE-GRAD, iterate by iterate
 #
-# The course's CelebA runs (chapter 6) train DE-GRAD at 64×64 pixels. One of them,
+# The course's CelebA runs (chapter 6) train DE-GRAD at 64×64 and at 128×128 pixels. A 64-pixel one,
 # committed in `results/train/`, is loaded below and applied to the two bundled
 # test portraits at its training blur ($5\times5$, $\sigma = 1$). Its network $f_\Theta$ is a stack
 # of convex-potential layers and its data step is the exact (proximal) form of
@@ -484,8 +494,8 @@ print(f"Anderson: residual <= 1e-10 on {100 * acc.converged_fraction:.0f}% of th
 # checks this for a network as it computes: it brackets every layer's true norm
 # (a converged power iteration below, the Fourier bound above) and bounds
 # $\mathrm{Lip}(f_\Theta)$ with the upper values. A convex-potential layer
-# $s \mapsto s - \tfrac{2}{\sigma^2}W^\top \mathrm{relu}(Ws + b)$ divided by a stored $\sigma$ smaller than
-# $\|W\|$ is only $\max(1, 2\|W\|^2/\sigma^2 - 1)$-Lipschitz:
+# $s \mapsto s - 2\widehat{\|W\|}^{-2}\,W^\top \mathrm{relu}(Ws + b)$ whose stored estimate $\widehat{\|W\|}$ is
+# smaller than $\|W\|$ is only $\max(1, 2\|W\|^2/\widehat{\|W\|}^2 - 1)$-Lipschitz:
 
 # %%
 from jfb_core.models import certify_stored_norms, lipschitz_certificate
@@ -497,8 +507,8 @@ ratios = [s / u for s, u in zip(cert["sigma_stored"], cert["sigma_upper"])]
 ax.bar(layers, ratios, 0.6, color="tab:orange")
 ax.axhline(1.0, color="k", lw=0.8)
 ax.set_ylim(0.8, 1.02)
-ax.set_xlabel("layer $\\ell$ of the trained $f_\\Theta$")
-ax.set_ylabel(r"stored $\sigma_\ell$ / $\|W_\ell\|$")
+ax.set_xlabel("layer $j$ of the trained $f_\\Theta$")
+ax.set_ylabel(r"stored estimate / $\|W_j\|$")
 ax.set_title("norm estimates used in evaluation, against the certified norms (64x64 images)", fontsize=9)
 fig.tight_layout()
 plt.show()
@@ -579,8 +589,8 @@ print(f"            its output is A^T d after one tiny step: {100 * float((out_t
 # iterations.
 #
 # **2. $\epsilon$ too large.** The theorem is sufficient, not necessary, and without it
-# nothing is promised. Take the extreme "regulariser" $f(x) = 3x$, so that
-# $S - I = -3I$ and $\epsilon = 3$: then $T$ is linear with eigenvalues
+# nothing is promised. Take the extreme "regulariser" $f_\Theta(x) = 3x$, so that
+# $S_\Theta - I = -3I$ and $\epsilon = 3$: then $T_\Theta$ is linear with eigenvalues
 # $1 + \eta(2 - s) \ge 1.40$ ($s$ an eigenvalue of $A^\top A$) (and at most $1 + \eta(2 - \mu) = 1.80$, the $\gamma$ of (3.7),
 # which is tight here): an expansion. Plain iteration diverges; Anderson, whose
 # linear version is related to Krylov methods such as GMRES (exactly so only

@@ -25,11 +25,9 @@
 # function theorem (3.9)-(3.10), shows how it is computed without ever forming a
 # Jacobian, where an implementation can go quietly wrong, and why
 # Jacobian-free backpropagation {cite:p}`fung2022jfb` (4.1) may drop the linear
-# solve altogether. Every claim is checked numerically: against a dense solve,
-# against backpropagation through hundreds of unrolled iterations, and by
-# measuring how often the JFB direction actually descends. The chapter ends with
-# the paper's timing experiment (Fig. 2), redone with a protocol that can be
-# trusted, and with memory.
+# solve altogether. Every claim is checked numerically (a dense solve, hundreds of
+# unrolled iterations, how often JFB descends). The chapter ends with the paper's
+# timing experiment (Fig. 2), redone with a protocol that can be trusted, and with memory.
 #
 # After this chapter you will be able to write the backward pass of any
 # fixed-point layer in a few lines (the chapter does, in about 25), test it, and say
@@ -63,7 +61,7 @@ print(f"preset {preset.name}: {preset.image_size}x{preset.image_size} images, ne
 # Write $J = \partial T_\Theta(x^\star)/\partial x$ for the Jacobian of one DE-GRAD step
 # at the fixed point (an $n \times n$ matrix, $n$ = number of pixels times
 # channels) and $M = \partial T_\Theta(x^\star)/\partial\Theta$ for its derivative with
-# respect to the parameters ($n \times p$). Differentiating the equilibrium equation
+# respect to the parameters ($n \times P$, for $P$ parameters). Differentiating the equilibrium equation
 # $x^\star(\Theta) = T_\Theta(x^\star(\Theta))$ with the chain rule gives
 #
 # $$
@@ -94,9 +92,8 @@ print(f"preset {preset.name}: {preset.image_size}x{preset.image_size} images, ne
 #
 # then $w M$ is one vector-Jacobian product through one application of $T_\Theta$,
 # exactly what `loss.backward()` computes when the incoming gradient is $w$
-# instead of $g$. Equation (3.10a) is numbered "a" because the paper writes it
-# in Section 5.3, in row form ($w\mathcal{J} = d\ell/dx^\star$), rather than as a numbered
-# equation. Its coefficient matrix is applied with vector-Jacobian products
+# instead of $g$. (The paper writes (3.10a) in Section 5.3, in row form
+# $w\mathcal{J} = d\ell/dx^\star$, without a number.) Its coefficient matrix is applied with vector-Jacobian products
 # $v \mapsto J^\top v$, which autograd provides for the price of one backward pass
 # through $T_\Theta$. Two solvers:
 #
@@ -222,15 +219,11 @@ assert max(rel(lib[s], truth) for s in lib) < 1e-12
 # All three library solvers agree with the dense solve to rounding error. The
 # right-hand sides that drop the identity, the paper's $J^\top g$ and $Jg$, pay for a full
 # linear solve and return gradients that are off by about half their length, a larger error
-# than JFB's, which does no solve at all. (The two nearly coincide for DE-GRAD:
-# $J = I - \eta(A^\top A + I) + \eta\,\partial f_\Theta$ differs from $J^\top$ only through
-# $\eta\,(\partial f_\Theta - \partial f_\Theta^\top)$.) Exercise 2 shows what the slip $Jg$
+# than JFB's, which does no solve at all. Exercise 2 shows what the slip $Jg$
 # computes in general: the true adjoint with its sign *flipped*, plus a term that happens to
 # dominate for DE-GRAD. Nothing in a training loop would flag the error; only a comparison
-# with an independent answer does. The test suite pins each of these
-# facts: `tests/test_gradients.py` checks the library's IFT against
-# `torch.autograd.gradcheck` (with respect to the measurement), a dense solve (every solver, relative error
-# $\le 10^{-8}$) and 400 unrolled iterations ($\le 10^{-6}$), and it fails if the
+# with an independent answer does. `tests/test_gradients.py` checks the library's IFT against
+# `torch.autograd.gradcheck`, a dense solve and 400 unrolled iterations, and fails if the
 # right-hand side is changed to the one above.
 #
 # The adjoint equation is itself a fixed-point problem, $w = g + J^\top w$, whose map is a
@@ -262,11 +255,10 @@ for s in ("fixed_point", "anderson", "cg_normal"):
 # equation (3.10a), found by the fixed-point iteration $w \leftarrow g + J^\top w$; each
 # $J^\top w$ is one vector-Jacobian product through a second, detached application of
 # $T_\Theta$. Autograd then multiplies by $M$ as usual, giving $wM$ as in (3.10). For JFB
-# there is no hook at all: $g$ itself goes into $M$, which is (4.1). The library saves the
-# second application: it records $T_\Theta$ once, at an input that requires a gradient, so
-# one graph gives both the products $J^\top w$ and the final $wM$ (the products pass through
-# the hook too, and a flag lets them through unchanged). The version below keeps the two
-# applications apart, which reads more easily and gives the same gradient.
+# there is no hook at all: $g$ itself goes into $M$, which is (4.1). The library records
+# $T_\Theta$ only once, so that one graph gives both the products $J^\top w$ and $wM$; the
+# version below keeps the two applications apart, which reads more easily and gives the same
+# gradient.
 
 # %%
 from jfb_core.solvers import anderson
@@ -360,7 +352,7 @@ print("unrolled errors:", " ".join(f"{e:.1e}" for e in err_unrolled))
 # `torch.no_grad()` and the output is $T_\Theta(x^\star)$ with one recorded
 # application: the chain rule then stops at that application. Why should this be
 # a useful direction? Write the true gradient as $\nabla\ell = M^\top u$ with
-# $u = (I - J)^{-\top} g$, and $p = M^\top g = M^\top (I - J)^\top u$. If $MM^\top$ were the
+# $u = (I - J)^{-\top} g$ (the $w$ of (3.10a)), and $p = M^\top g = M^\top (I - J)^\top u$. If $MM^\top$ were the
 # identity, then
 #
 # $$
@@ -375,22 +367,22 @@ print("unrolled errors:", " ".join(f"{e:.1e}" for e in err_unrolled))
 # $$
 #
 # because $u^\top MM^\top u \ge \lambda_{\min}\|u\|^2$ and $|u^\top J MM^\top u| \le \gamma\lambda_{\max}\|u\|^2$. This is the
-# content of Theorem 3.1 of {cite:t}`fung2022jfb`, to which the paper refers with
+# content of the descent theorem of {cite:t}`fung2022jfb` (their Theorem 3.1, not the paper's), to which the paper refers with
 # "more constraints on $T_\Theta$". In the column convention of this chapter
-# ($M$ is $n \times P$, for $P$ parameters), its conditions read:
+# its conditions read:
 #
 # 1. $T_\Theta$ is a **contraction** in $x$ with factor $\gamma < 1$ (chapter 4 certifies
 #    this for DE-GRAD);
 # 2. $MM^\top$ is **invertible**: $M$ has full row rank, which needs at least as many
 #    parameters as unknowns, $P \ge n$;
 # 3. $MM^\top$ is **well conditioned** relative to the contraction:
-#    $\kappa(MM^\top) < 1/\gamma$.
+#    $\operatorname{cond}(MM^\top) < 1/\gamma$.
 #
 # Then $\langle p, \nabla\ell\rangle > 0$ for every $g \neq 0$ (with $\le$ in condition 3 the
 # same argument gives only $\ge 0$). Conditions 2 and 3 are strong. For
 # one $32 \times 32$ RGB image $n = 3{,}072$ and the `fast` network has about $3 \cdot 10^4$
 # parameters, so condition 2 can hold for one image; for a batch of 16 images
-# $n = 16 \cdot 3{,}072$. Nobody certifies $\kappa(MM^\top)$ of a CNN. So the theorem is a
+# $n = 16 \cdot 3{,}072$. Nobody certifies $\operatorname{cond}(MM^\top)$ of a CNN. So the theorem is a
 # sufficient condition, not a guarantee we can check.
 #
 # For DE-GRAD there is a more concrete reason to expect JFB to work. The
@@ -451,7 +443,7 @@ for seed, (eta, lip) in enumerate([(eta, lip) for eta in (0.05, 0.1, 0.2, 0.3, 0
                  "ift_iters": st_ift.backward.iterations,
                  "anderson_iters": st_and.backward.iterations})
 cosines = np.array([r["cos"] for r in rows])
-print(f"{len(rows)} untrained DE-GRAD models ({preset.name} preset, batch 4 of {size}x{size}): JFB descends in "
+print(f"{len(rows)} untrained DE-GRAD models ({preset.name} preset, batch 4 of {size}x{size}):\n  JFB descends in "
       f"{np.mean(cosines > 0):.0%}; cosine with the true gradient: min {cosines.min():.4f}, max {cosines.max():.4f}")
 print(f"{'eta':>5} {'Lip(f)':>6} {'||J||':>6} {'1-eta':>6} {'|p|/|grad|':>10} {'cosine':>7} "
       f"{'adjoint products: plain':>23} {'Anderson':>8}")
@@ -529,12 +521,10 @@ plt.show()
 # true gradient's, inside the band $[\eta, 2\eta]$ for these models (an observation, not
 # a bound: see above). IFT's adjoint products by plain iteration track
 # $\log(\text{tol})/\log(1 - \eta)$, a little below it; Anderson acceleration on the same
-# equation needs 8 to 17 over the whole range (a few more or fewer on another processor, whose rounding
-# changes where the iteration stops). During training the cosine drops below 1 as the
+# equation needs 8 to 17 over the whole range. During training the cosine drops below 1 as the
 # network learns structure, but the direction still descends at every
-# measured step. These are measurements on small models over a hundred steps, not a
-# proof. Chapter 6 follows the training loss of longer JFB runs, which is the
-# test that matters in practice.
+# measured step. These are measurements on small models, not a proof; chapter 6 tests
+# JFB where it matters, in training.
 #
 # ### When JFB is a poor direction
 #
@@ -624,7 +614,7 @@ for r in live["rows"]:
 #
 # The paper's network (17 × 64, batch 16, sizes 16–128) is timed the same way with
 # `--preset paper --data <CelebA folder>`, and on a GPU with `--device cuda`;
-# `results/README.md` lists those runs.
+# `results/README.md` lists the paper-network timings made on the CPU.
 
 # %%
 from IPython.display import Markdown
@@ -665,17 +655,15 @@ Markdown(f"At {big['size']} px (medians of {bench['repeats']} timed steps):\n\n"
 # tolerance is $10^{-4}$ (at the paper's $\eta = 10^{-3}$ they would not be); Anderson
 # acceleration halves their products again. The forward solve dominates the steps of JFB and
 # Neumann, so their step ratios are smaller than their backward ratios. JFB stays the cheapest,
-# and the exact gradient, solved well, costs less than the paper's route suggests. The forward
-# solve is the same computation for every method, yet its time differs between the rows: that
-# is the noise of a CPU timing, and why the second decimal of a step ratio means little.
+# and the exact gradient, solved well, costs less than the paper's route suggests. (The forward
+# solve is the same for every method; its spread between rows is the noise of a CPU timing.)
 #
 # ## Memory
 #
 # JFB and IFT keep no graph of the forward iterations, so their memory does not
 # grow with the number of forward iterations. Backpropagation through $K$ unrolled
 # steps stores every step. The committed `bench memory` run counts the bytes
-# autograd saves for the backward pass (a measure that does not depend on the
-# allocator; on a GPU the JSON also has the CUDA peak). IFT's hook reuses the graph of the
+# autograd saves for the backward pass, independently of the allocator. IFT's hook reuses the graph of the
 # one recorded $T_\Theta$ for every product with $J^\top$, so it saves exactly what JFB saves
 # (the work vectors of its adjoint solve come on top, a few images' worth).
 
@@ -737,11 +725,9 @@ for r in mem["rows"]:
 #    right the solution is $\tilde w = gJ^\top(\mathcal{J}\mathcal{J}^\top)^{-1}$. Since
 #    $J = I - \mathcal{J}$, $gJ^\top = g - g\mathcal{J}^\top$, so
 #    $\tilde w = g(\mathcal{J}\mathcal{J}^\top)^{-1} - w$: the true adjoint with its sign flipped,
-#    plus a term that is small only if $\mathcal{J}$ is large. For DE-GRAD,
-#    $\mathcal{J} = \eta(I + A^\top A - \partial f_\Theta)$ is of order $\eta$, so the first
-#    term is of order $\eta^{-2}$ against the second's $\eta^{-1}$; at this chapter's $\eta$ the two
-#    are of comparable size and partly cancel, which leaves a vector roughly along the true
-#    gradient but of the wrong length: hence the high cosine but large error in the first table.
+#    plus a term that is small only if $\mathcal{J}$ is large. For DE-GRAD $\mathcal{J}$ is of order
+#    $\eta$; at this chapter's $\eta$ the two terms are of comparable size and partly cancel, leaving
+#    a vector roughly along the true gradient with the wrong length (the first table).
 # 3. With a tolerance, each copy of the model would stop after a different number
 #    of iterations (their parameters drift apart after the first update), and the
 #    comparison would mix forward and backward costs. Fixing the iterations makes

@@ -56,6 +56,13 @@ print(f"preset {preset.name}: {preset.image_size}x{preset.image_size}, depth {pr
 # %% [markdown]
 # ## Algorithm 4.1
 #
+# Training solves the paper's problem
+#
+# $$
+# \min_\Theta\ \mathbb{E}_{(x, d)}\,\ell\big(x, N_\Theta(d)\big), \tag{3.8}
+# $$
+#
+# the expected loss over pairs of a clean image and its measurement, by stochastic gradient steps.
 # For each pair of a clean image $x$ and its measurement $d = Ax + \varepsilon$:
 #
 # 1. find the fixed point $x^\star$ of $T_\Theta(\cdot\,; d)$ with Anderson acceleration under
@@ -95,7 +102,7 @@ assert losses[-1] < 0.5 * losses[0]  # the loss falls
 # The loss falls, slowly, from a poor start: a freshly initialised $f_\Theta$ is nearly zero,
 # so $S_\Theta = I - f_\Theta \approx I$ pulls every image towards black. The paper pretrains the
 # network "as practiced in" Gilton et al. {cite:p}`gilton2021deep`, who pretrain $f_\Theta$ as a denoiser,
-# $f_\Theta(x + \sigma n) \approx x$. Then $S_\Theta(x) = x - f_\Theta(x)$ is small on clean images and
+# $f_\Theta(x + \nu) \approx x$ for Gaussian noise $\nu$ (of standard deviation 0.05 here). Then $S_\Theta(x) = x - f_\Theta(x)$ is small on clean images and
 # large on noisy ones, the shape of a regulariser's gradient. The library's `train` does this
 # first (`pretrain_epochs`, noise level `pretrain_noise`).
 #
@@ -395,7 +402,7 @@ assert live.log[-1]["test_psnr"] > tv_psnr  # the recipe beats tuned TV on the s
 # The run draws level with tuned TV on the same crops after three epochs and ends about 0.4 dB above it,
 # with about 7 Anderson iterations per solve, and $\rho$ grows as the network improves: training trusts the regulariser *more* as it
 # becomes a better one. On 490 small crops this is a demonstration, not a result to quote: the
-# test crops come from three photographs, and with so few training images the gain over TV is
+# test crops come from two photographs (scikit-image's astronaut and Grace Hopper), and with so few training images the gain over TV is
 # limited by the data. The ablation at the end of this chapter and the runs of section 6.1 train on CelebA.
 #
 # ## What JFB's success here shows, and what it does not
@@ -445,8 +452,8 @@ assert cosine > 0  # a descent direction for this loss
 # The two directions agree closely (cosine about 0.95), so $-p_\Theta$ is a descent direction here
 # and a good one, but JFB's gradient is about a fifth as long as the true one: the dropped factor
 # stretches the true gradient far more than it turns it. Adam normalises step lengths, which is one
-# reason a shorter gradient does no harm in training. This is one network, four crops that are not
-# faces and one loss; it shows that JFB's direction *can* be good under the proximal step, not that
+# reason a shorter gradient does no harm in training. This is one network, four crops of two bundled
+# portraits (not CelebA faces) and one loss; it shows that JFB's direction *can* be good under the proximal step, not that
 # it always is. The IFT-trained twins in chapter 7 are the other half of the evidence.
 #
 # ## Each ingredient, measured
@@ -515,7 +522,8 @@ Markdown(f"CelebA paper test split, 64×64, 5×5 σ = 1, noise 0.01, CPU. Tuned 
 #   $1 - \epsilon$ that no training removes.
 # * The recipe: a trainable weight $S_\Theta = \rho(I - f_\Theta)$ (6.1), which lowers the floor to $\rho(1 - \epsilon)$; the
 #   exact data step (6.3), which keeps the fixed points and contracts by at most $\epsilon$ whatever $\rho$ is
-#   (6.4); the averaged network (6.5); and convex potential layers (6.6), 1-Lipschitz by construction.
+#   (6.4); the averaged network (6.5); and convex potential layers (6.6), each 1-Lipschitz when its stored
+#   norm bounds its weight's (certified).
 #   With it, a few minutes of CPU training on bundled crops beat tuned TV.
 # * Under the proximal step, JFB drops a factor of norm up to $1/(1 - \epsilon) = 100$; its success is measured
 #   (cosine 0.95 with the true gradient on the trained 64-pixel network), not guaranteed.

@@ -239,7 +239,7 @@ steps = sorted({w[0] for w in tune["weights"]})
 strengths = pnp_b["learned"]["pnp"]["strengths"]
 print(f"PnP tuned on validation: step {step:g} of {steps}, strength {strength:g} of {strengths}")
 print(f"  validation PSNR from {min(tune['val_psnr']):.2f} to {max(tune['val_psnr']):.2f} dB over the grid")
-fig, ax = plt.subplots(figsize=(6.5, 2.8))
+fig, ax = plt.subplots(figsize=(8, 2.8))
 plot_gains(ax, rows_b[1:], "B: 64x64, 5x5 sigma 1, CPU")
 plt.tight_layout()
 plt.show()
@@ -259,7 +259,7 @@ plt.show()
 # solver went. The training tolerance ($10^{-3}$, relative residual) bounds the residual, not the
 # distance to the fixed point. For a $\gamma$-contraction Theorem 3.1 would turn one into the other
 # (the distance is at most $\|T(z) - z\|/(1 - \gamma)$), but these networks are not certified
-# contractions: the certificates recorded with the 128-pixel rows bound $\operatorname{Lip}(f)$ by
+# contractions: the certificates recorded with the 128-pixel rows bound $\operatorname{Lip}(f_\Theta)$ by
 # 2.1 to 6.3, above the $1 + \mu \approx 1$ that the theorem needs (chapter 4), and the 64-pixel
 # files record none. So the check
 # is empirical: solve much further and score again. Chapter 6's ablation showed what it catches (its explicit-step

@@ -258,6 +258,11 @@ _TABLE: tuple[Experiment, ...] = (
         Continue(RC128, "c128_certified_jfb"),
         Cmd(f"{TRAIN128C} --blur 9x9_var5 --epochs 8 --grad-mode jfb --init-from {R128}_jfb/checkpoint.pt "
             "--out {runs}/c128_certified_jfb"))),
+    Experiment("train128-certified-ift", "the IFT twin of the certified 128-px run (Anderson on the adjoint), "
+               "stopped after the JFB run's training time (resumes)", "6", (
+        Cache(128),
+        Cmd(f"{TRAIN128C} --blur 9x9_var5 --epochs 8 --grad-mode ift --backward-solver anderson --max-seconds 9263 "
+            f"--init-from {R128}_ift/checkpoint.pt --out {{runs}}/c128_certified_ift"))),
     Experiment("train128-wide", "a wider certified network (8 layers of 48 channels) from scratch on 64-px crops, "
                "for the width comparison at equal wall-clock (resumes)", "6", (
         Cache(128),
