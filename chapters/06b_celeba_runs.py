@@ -225,10 +225,11 @@ plt.show()
 # trails the weights; the certificates recorded with their scores (chapter 7) bound
 # $\operatorname{Lip}(f_\Theta)$ by 2.1 to 6.3, so Theorem 3.1 does not cover them. Trained with
 # `--certify`, every convex potential layer divides by the largest singular value of its
-# convolution over the Fourier frequencies of the image size (chapter 1's view of a convolution),
-# rescanned over the whole spectrum before every evaluation and every checkpoint. The network that
-# is trained is then the network that is scored, and its $\operatorname{Lip}(f_\Theta)$ is at most
-# $\epsilon = 0.99$. The run below does this at setting A (128 px, 9×9 variance 5), warm-started
+# convolution over a set of tracked Fourier frequencies (chapter 1's view of a convolution); before
+# every evaluation and every checkpoint that set is rescanned over the whole spectrum of the image
+# size, so whenever the network is scored or saved its stored norms are certified upper bounds and
+# its $\operatorname{Lip}(f_\Theta)$ is at most $\epsilon = 0.99$. Training and scoring use the same
+# normalisation; between rescans a stored norm can trail by the correction printed below. The run below does this at setting A (128 px, 9×9 variance 5), warm-started
 # from A's JFB network. It trains on one random $64 \times 64$ crop of each training image, blurred
 # and noised like a whole image, which costs a quarter of a whole image's step, and it is scored on
 # 64 whole validation images (7,937–8,000) every 100 steps (`make train128-certified`).
